@@ -1,0 +1,43 @@
+# Two commands for a fresh machine with only Python: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The CPU build of torch. Where the local wheel is not available, point pip at a CPU wheel index,
+# e.g. `make serve TORCH_PIP_ARGS="--index-url <cpu wheel index>"`.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint typecheck check bench eval-retrieval clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/kefu kb bootstrap
+	$(VENV)/bin/kefu serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+eval-retrieval: $(STAMP)
+	$(VENV)/bin/kefu eval retrieval --kb ../shared/data/bq-dev/kb.jsonl --queries ../shared/data/bq-dev/queries.jsonl
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

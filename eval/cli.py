@@ -1,0 +1,87 @@
+"""``kefu eval ...``: evaluators."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from knowledge.embedding import BUNDLED_MODEL
+from knowledge.retriever import RetrievalConfig
+from knowledge.settings import KnowledgeSettings
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="evaluate retrieval, norms and drafts (评估)")
+    es = ev.add_subparsers(dest="eval_cmd", required=True, metavar="COMMAND")
+    p = es.add_parser("retrieval", help="recall@k, MRR@10 and latency of retrieval on a KB and queries")
+    p.add_argument("--kb", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the metrics")
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="use the configured embedding model as it is instead of tuning a KB model first",
+    )
+    p.add_argument(
+        "--model", default="", help="embedding model for --no-tune (default: KEFU_EMBEDDING_MODEL or bundled)"
+    )
+    p.add_argument("--analyzer", help="BM25 tokens: c, cb, wc, wcb, w (default: KEFU_ANALYZER or wcb)")
+    p.add_argument("--fusion", choices=("weighted", "rrf"))
+    p.add_argument("--dense-weight", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-query", type=Path, help="write every query's rank and top hits to this JSONL file")
+
+    p = es.add_parser("norms", help="check replies (JSONL) against the service norms")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.eval_cmd == "norms":
+        from eval.norms import cli_main
+
+        return cli_main(args.file, args.json)
+    return _retrieval(args)
+
+
+def _retrieval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from eval.retrieval import evaluate
+    from knowledge.tuning import TuneParams
+
+    settings = KnowledgeSettings()
+    config: RetrievalConfig = settings.retrieval
+    if args.fusion:
+        config = replace(config, fusion=args.fusion)
+    if args.dense_weight is not None:
+        config = replace(config, dense_weight=args.dense_weight)
+    analyzer = args.analyzer or settings.analyzer
+    report = evaluate(
+        args.kb,
+        args.queries,
+        k=args.k,
+        tune=not args.no_tune,
+        model=args.model or settings.embedding_model or BUNDLED_MODEL,
+        analyzer=analyzer,
+        config=config,
+        tune_params=TuneParams(seed=args.seed, analyzer=analyzer),
+        progress=lambda m: print(m, file=sys.stderr),
+    )
+    m = report.metrics
+    if args.per_query:
+        with args.per_query.open("w", encoding="utf-8") as f:
+            for q in report.per_query:
+                f.write(json.dumps(q, ensure_ascii=False) + "\n")
+    print(f"model: {report.setup.get('model')}   analyzer: {analyzer}   fusion: {config.fusion}")
+    print(f"queries: {m['n_queries']}   snippets: {report.setup.get('snippets')}")
+    for key in ("recall@1", "recall@5", "recall@10", "mrr@10"):
+        print(f"{key:<10} {m[key]:.4f}")
+    print(f"latency p50 {m['latency_ms_p50']:.2f} ms   p95 {m['latency_ms_p95']:.2f} ms")
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}))
+    return 0

@@ -1,0 +1,416 @@
+"""The persisted search indexes of one knowledge base: FAISS (dense) and BM25 (lexical).
+
+Every snippet is indexed by its question and by each similar question; a text's FAISS id is a
+stable 63-bit hash of (snippet id, text), so a single edit removes and adds just that snippet's
+vectors. BM25 (bm25s) has no in-place update; it is re-indexed from the stored token lists, which
+takes milliseconds for thousands of texts.
+
+On disk an index is a directory with ``manifest.json`` (model id, dimension, KB revision, file
+checksums), ``dense.faiss`` and ``texts.jsonl``; it is written to a temporary directory and then
+swapped in with an atomic rename of the ``current`` link, so a crash never leaves half an index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import faiss
+import numpy as np
+
+from knowledge.embedding import Embedder
+from knowledge.model import Snippet
+from knowledge.store import Store
+from knowledge.text import Analyzer
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def text_id(snippet_id: str, text: str) -> int:
+    digest = hashlib.blake2b(f"{snippet_id}\x00{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass(frozen=True)
+class IndexedText:
+    id: int
+    snippet_id: str
+    field: str  # "question" or "similar"
+    text: str  # the original, for display
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    model_id: str
+    dim: int
+    analyzer: str
+    terms: list[str]
+    kb_revision: int
+    n_texts: int
+    dense_kind: str
+    checksums: dict[str, str]
+    built_at: float
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        return cls(**json.loads(path.read_text("utf-8")))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DenseIndex:
+    """FAISS inner product over normalised vectors: flat for small KBs, HNSW past a threshold."""
+
+    def __init__(self, dim: int, *, hnsw_threshold: int, expected: int = 0) -> None:
+        self.dim = dim
+        self.hnsw_threshold = hnsw_threshold
+        self.kind = "hnsw" if expected >= hnsw_threshold else "flat"
+        self.index = self._new(self.kind)
+        self.deleted: set[int] = set()  # HNSW cannot remove; its removed ids are filtered out
+
+    def _new(self, kind: str) -> Any:
+        inner: Any
+        if kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efSearch = 128
+            inner.hnsw.efConstruction = 80
+        else:
+            inner = faiss.IndexFlatIP(self.dim)
+        return faiss.IndexIDMap2(inner)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal) - len(self.deleted)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.deleted.difference_update(int(i) for i in ids)
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        if self.kind == "flat":
+            self.index.remove_ids(np.array(ids, dtype=np.int64))
+        else:
+            self.deleted.update(ids)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = int(self.index.ntotal)
+        if n == 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        kk = min(n, k + len(self.deleted))
+        scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), kk)
+        s, i = scores[0], ids[0]
+        keep = i >= 0
+        if self.deleted:
+            keep &= np.array([int(x) not in self.deleted for x in i])
+        return s[keep][:k], i[keep][:k]
+
+    def vectors_of(self, ids: Iterable[int]) -> np.ndarray:
+        return np.stack([self.index.reconstruct(int(i)) for i in ids])
+
+
+class LexicalIndex:
+    """BM25 over analyzer tokens (bm25s); rebuilt from token lists when texts change."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75, answer_weight: float = 0.5) -> None:
+        self.k1, self.b = k1, b
+        self.answer_weight = answer_weight
+        self.row_weights = np.zeros(0, dtype=np.float32)
+        self.vocab: dict[str, int] = {}
+        self.bm25: bm25s.BM25 | None = None
+        self.row_ids = np.zeros(0, dtype=np.int64)
+        self.idf: dict[str, float] = {}
+
+    def build(self, texts: list[IndexedText]) -> None:
+        vocab: dict[str, int] = {}
+        docs = [[vocab.setdefault(tok, len(vocab)) for tok in t.tokens] for t in texts]
+        self.vocab = vocab
+        self.row_ids = np.array([t.id for t in texts], dtype=np.int64)
+        self.row_weights = np.array(
+            [self.answer_weight if t.field == "answer" else 1.0 for t in texts], dtype=np.float32
+        )
+        if not texts or not vocab:
+            self.bm25 = None
+            self.idf = {}
+            return
+        bm = bm25s.BM25(k1=self.k1, b=self.b)
+        bm.index(bm25s.tokenization.Tokenized(ids=docs, vocab=vocab), show_progress=False)
+        self.bm25 = bm
+        n = len(texts)
+        df: dict[str, int] = {}
+        for t in texts:
+            for tok in set(t.tokens):
+                df[tok] = df.get(tok, 0) + 1
+        self.idf = {tok: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for tok, c in df.items()}
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """BM25 score of every indexed text, aligned with ``row_ids``."""
+        known = [t for t in tokens if t in self.vocab]
+        if self.bm25 is None or not known:
+            return np.zeros(len(self.row_ids), dtype=np.float32)
+        return np.asarray(self.bm25.get_scores(known), dtype=np.float32) * self.row_weights
+
+
+class KnowledgeIndex:
+    """Snippets, their texts, and the dense and lexical indexes, following one Store's revisions."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        analyzer: Analyzer,
+        *,
+        hnsw_threshold: int = 50_000,
+        answer_weight: float = 0.5,
+    ) -> None:
+        self.embedder = embedder
+        self.analyzer = analyzer
+        self.hnsw_threshold = hnsw_threshold
+        self.snippets: dict[str, Snippet] = {}
+        self.texts: dict[int, IndexedText] = {}
+        self.by_snippet: dict[str, list[int]] = {}
+        self.dense = DenseIndex(embedder.dim, hnsw_threshold=hnsw_threshold)
+        self.lexical = LexicalIndex(answer_weight=answer_weight)
+        self.kb_revision = -1
+        self.lock = threading.RLock()
+        self.last_sync = 0.0
+        self.embedded_last = 0
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _texts_of(self, s: Snippet) -> list[IndexedText]:
+        out = [
+            IndexedText(text_id(s.id, txt), s.id, fld, txt, tuple(self.analyzer.tokens(txt)))
+            for fld, txt in s.texts()
+        ]
+        if s.answer.strip():
+            # The answer is matched lexically only (with a lower weight, see RetrievalConfig):
+            # its facts (中通, 48小时) answer questions that no similar question anticipated.
+            out.append(
+                IndexedText(
+                    text_id(s.id, "\x01answer"),
+                    s.id,
+                    "answer",
+                    s.answer,
+                    tuple(self.analyzer.tokens(s.answer)),
+                )
+            )
+        return out
+
+    def _embed(self, store: Store | None, texts: list[IndexedText], progress: bool) -> np.ndarray:
+        """Vectors for ``texts``, from the store's cache where the model already embedded them."""
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        keys = [self.embedder.input_key(t.text) for t in texts]
+        cached = store.cached_vectors(self.embedder.model_id, keys) if store else {}
+        missing = [i for i, k in enumerate(keys) if k not in cached]
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            vecs = self.embedder.encode_documents([texts[i].text for i in missing], show_progress=progress)
+            fresh = {keys[i]: v for i, v in zip(missing, vecs, strict=True)}
+            if store:
+                store.store_vectors(self.embedder.model_id, fresh)
+        self.embedded_last = len(missing)
+        vectors = {**cached, **fresh}
+        return np.stack([vectors[k] for k in keys]).astype(np.float32)
+
+    def build(self, store: Store, *, progress: bool = False) -> None:
+        """Index every snippet of the store from scratch (reusing cached vectors)."""
+        with self.lock:
+            rev = store.revision()
+            snippets = store.all()
+            self._reset(len(snippets))
+            self._add_snippets(store, snippets, progress=progress)
+            self.lexical.build(list(self.texts.values()))
+            self.kb_revision = rev
+            self.last_sync = time.monotonic()
+
+    def build_from(self, snippets: list[Snippet], *, revision: int = 0) -> None:
+        """Index snippets that live in no store (tests, evaluations)."""
+        with self.lock:
+            self._reset(len(snippets))
+            self._add_snippets(None, snippets, progress=False)
+            self.lexical.build(list(self.texts.values()))
+            self.kb_revision = revision
+
+    def _reset(self, n_snippets: int) -> None:
+        self.snippets, self.texts, self.by_snippet = {}, {}, {}
+        self.dense = DenseIndex(
+            self.embedder.dim, hnsw_threshold=self.hnsw_threshold, expected=n_snippets * 4
+        )
+
+    def _add_snippets(self, store: Store | None, snippets: list[Snippet], *, progress: bool) -> None:
+        new_texts: list[IndexedText] = []
+        for s in snippets:
+            ts = self._texts_of(s)
+            self.snippets[s.id] = s
+            self.by_snippet[s.id] = [t.id for t in ts]
+            for t in ts:
+                self.texts[t.id] = t
+            new_texts.extend(ts)
+        dense_texts = [t for t in new_texts if t.field != "answer"]
+        vecs = self._embed(store, dense_texts, progress)
+        self.dense.add(np.array([t.id for t in dense_texts], dtype=np.int64), vecs)
+
+    def _remove_snippet(self, snippet_id: str) -> None:
+        ids = self.by_snippet.pop(snippet_id, [])
+        self.dense.remove(ids)
+        for i in ids:
+            self.texts.pop(i, None)
+        self.snippets.pop(snippet_id, None)
+
+    def sync(self, store: Store) -> int:
+        """Catch up with the store's revision by re-indexing only the snippets that changed."""
+        with self.lock:
+            self.last_sync = time.monotonic()
+            if store.revision() == self.kb_revision:
+                return 0
+            changes = store.changes_since(self.kb_revision)
+            for sid in changes.deleted | changes.changed:
+                self._remove_snippet(sid)
+            fresh = [s for s in (store.find(i) for i in sorted(changes.changed)) if s is not None]
+            self._add_snippets(store, fresh, progress=False)
+            self.lexical.build(list(self.texts.values()))
+            self.kb_revision = changes.until
+            if self.dense.kind == "hnsw" and len(self.dense.deleted) > 0.2 * max(1, self.dense.ntotal):
+                self._rebuild_dense()
+            return len(changes.changed | changes.deleted)
+
+    def _rebuild_dense(self) -> None:
+        ids = np.array([i for i, t in self.texts.items() if t.field != "answer"], dtype=np.int64)
+        vecs = self.dense.vectors_of(ids) if len(ids) else np.zeros((0, self.embedder.dim), np.float32)
+        self.dense = DenseIndex(
+            self.embedder.dim, hnsw_threshold=self.hnsw_threshold, expected=len(self.snippets) * 4
+        )
+        self.dense.add(ids, vecs)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, root: Path) -> Path:
+        """Write the index under ``root`` and point ``root/current`` at it atomically."""
+        with self.lock:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+            try:
+                faiss.write_index(self.dense.index, str(tmp / "dense.faiss"))
+                with (tmp / "texts.jsonl").open("w", encoding="utf-8") as f:
+                    for t in self.texts.values():
+                        rec = {"id": t.id, "s": t.snippet_id, "f": t.field, "t": t.text, "k": list(t.tokens)}
+                        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                with (tmp / "snippets.jsonl").open("w", encoding="utf-8") as f:
+                    for s in self.snippets.values():
+                        f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
+                manifest = Manifest(
+                    format=FORMAT_VERSION,
+                    model_id=self.embedder.model_id,
+                    dim=self.embedder.dim,
+                    analyzer=self.analyzer.mode,
+                    terms=list(self.analyzer.terms),
+                    kb_revision=self.kb_revision,
+                    n_texts=len(self.texts),
+                    dense_kind=self.dense.kind,
+                    checksums={n: _sha256(tmp / n) for n in ("dense.faiss", "texts.jsonl", "snippets.jsonl")},
+                    built_at=time.time(),
+                )
+                (tmp / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=2), "utf-8")
+                final = root / f"rev-{self.kb_revision}-{int(time.time() * 1000)}"
+                tmp.rename(final)
+                link_tmp = root / f".current-{os.getpid()}-{threading.get_ident()}"
+                if link_tmp.is_symlink() or link_tmp.exists():
+                    link_tmp.unlink()
+                link_tmp.symlink_to(final.name)
+                old = (root / "current").resolve() if (root / "current").is_symlink() else None
+                os.replace(link_tmp, root / "current")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if old is not None and old != final and old.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            return final
+
+    def load(self, root: Path, *, expected_revision: int | None = None) -> str | None:
+        """Load ``root/current`` if it fits this embedder and analyzer; else return why not."""
+        path = root / "current"
+        if not (path / "manifest.json").exists():
+            return "no saved index"
+        try:
+            m = Manifest.read(path / "manifest.json")
+        except (OSError, ValueError, TypeError) as e:
+            return f"unreadable manifest: {e}"
+        if m.format != FORMAT_VERSION:
+            return f"index format {m.format}, expected {FORMAT_VERSION}"
+        if m.model_id != self.embedder.model_id or m.dim != self.embedder.dim:
+            return f"built with model {m.model_id}, now {self.embedder.model_id}"
+        if m.analyzer != self.analyzer.mode or sorted(m.terms) != sorted(self.analyzer.terms):
+            return "built with other tokenizer settings"
+        for name, digest in m.checksums.items():
+            if not (path / name).exists() or _sha256(path / name) != digest:
+                return f"checksum mismatch in {name}"
+        if expected_revision is not None and m.kb_revision > expected_revision:
+            return f"index is newer (revision {m.kb_revision}) than the database ({expected_revision})"
+        with self.lock:
+            self.snippets = {}
+            with (path / "snippets.jsonl").open(encoding="utf-8") as f:
+                for line in f:
+                    s = Snippet.from_dict(json.loads(line))
+                    self.snippets[s.id] = s
+            self.texts, self.by_snippet = {}, {}
+            with (path / "texts.jsonl").open(encoding="utf-8") as f:
+                for line in f:
+                    r = json.loads(line)
+                    t = IndexedText(int(r["id"]), r["s"], r["f"], r["t"], tuple(r["k"]))
+                    self.texts[t.id] = t
+                    self.by_snippet.setdefault(t.snippet_id, []).append(t.id)
+            self.dense = DenseIndex(self.embedder.dim, hnsw_threshold=self.hnsw_threshold)
+            self.dense.index = faiss.read_index(str(path / "dense.faiss"))
+            self.dense.kind = m.dense_kind
+            self.lexical.build(list(self.texts.values()))
+            self.kb_revision = m.kb_revision
+            self.last_sync = time.monotonic()
+        return None
+
+    def open(
+        self,
+        store: Store,
+        root: Path | None,
+        *,
+        progress: bool = False,
+        log_fn: Callable[[str], None] = log.info,
+    ) -> str:
+        """Load the saved index (then catch up with the store) or rebuild it; save when it changed."""
+        reason = self.load(root, expected_revision=store.revision()) if root else "no index directory"
+        if reason is None:
+            n = self.sync(store)
+            how = f"loaded saved index (revision {self.kb_revision}, {n} snippet(s) updated since)"
+            if n and root:
+                self.save(root)
+        else:
+            self.build(store, progress=progress)
+            how = f"rebuilt index ({reason}); {len(self.texts)} texts, {self.embedded_last} newly embedded"
+            if root:
+                self.save(root)
+        log_fn(how)
+        return how

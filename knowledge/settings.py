@@ -1,0 +1,48 @@
+"""Settings of the knowledge base, one ``KEFU_*`` environment variable per field."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowledge.retriever import RetrievalConfig
+from knowledge.store import DEFAULT_DATABASE_URL
+
+
+def _env(name: str, default: str) -> str:
+    v = os.environ.get(name)
+    return v if v not in (None, "") else default
+
+
+def _retrieval_from_env() -> RetrievalConfig:
+    d = RetrievalConfig()
+    return RetrievalConfig(
+        fusion=_env("KEFU_RETRIEVAL_FUSION", d.fusion),
+        dense_weight=float(_env("KEFU_RETRIEVAL_DENSE_WEIGHT", str(d.dense_weight))),
+        rrf_k=int(_env("KEFU_RETRIEVAL_RRF_K", str(d.rrf_k))),
+        min_coverage=float(_env("KEFU_RETRIEVAL_MIN_COVERAGE", str(d.min_coverage))),
+        high=float(_env("KEFU_RETRIEVAL_HIGH", str(d.high))),
+        medium=float(_env("KEFU_RETRIEVAL_MEDIUM", str(d.medium))),
+        answer_weight=float(_env("KEFU_RETRIEVAL_ANSWER_WEIGHT", str(d.answer_weight))),
+        dense_pool=int(_env("KEFU_RETRIEVAL_DENSE_POOL", str(d.dense_pool))),
+        sync_interval_s=float(_env("KEFU_RETRIEVAL_SYNC_INTERVAL_S", str(d.sync_interval_s))),
+    )
+
+
+@dataclass(frozen=True)
+class KnowledgeSettings:
+    #: SQLAlchemy URL; SQLite under ./var by default, PostgreSQL for several workers or machines.
+    database_url: str = field(default_factory=lambda: _env("KEFU_DATABASE_URL", DEFAULT_DATABASE_URL))
+    #: A sentence-transformers model name or local path. Empty: the KB's tuned model if there is
+    #: one (``kefu kb tune``), else the bundled all-MiniLM-L6-v2.
+    embedding_model: str = field(default_factory=lambda: _env("KEFU_EMBEDDING_MODEL", ""))
+    #: Where the FAISS/BM25 index of this replica is saved.
+    index_dir: Path = field(default_factory=lambda: Path(_env("KEFU_INDEX_DIR", "var/index")))
+    #: Where tuned KB models are kept (one versioned directory each).
+    models_dir: Path = field(default_factory=lambda: Path(_env("KEFU_MODELS_DIR", "var/models")))
+    #: BM25 tokens: c (characters), cb (+bigrams), wc/wcb (+jieba words), w (words only).
+    analyzer: str = field(default_factory=lambda: _env("KEFU_ANALYZER", "wcb"))
+    #: Past this many indexed texts the dense index is HNSW instead of flat.
+    hnsw_threshold: int = field(default_factory=lambda: int(_env("KEFU_HNSW_THRESHOLD", "50000")))
+    retrieval: RetrievalConfig = field(default_factory=_retrieval_from_env)
