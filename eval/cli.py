@@ -38,12 +38,22 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = es.add_parser("norms", help="check replies (JSONL) against the service norms")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--dialogues",
+        action="store_true",
+        help="FILE holds conversations ({session_id, turns: [{role, text}]}): report each rule over the agent turns",
+    )
+    p.add_argument(
+        "--examples", type=int, default=0, help="with --dialogues: show N flagged replies per rule"
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
     if args.eval_cmd == "norms":
-        from eval.norms import cli_main
+        from eval.norms import cli_main, jddc_main
 
+        if args.dialogues:
+            return jddc_main(args.file, args.json, args.examples)
         return cli_main(args.file, args.json)
     return _retrieval(args)
 

@@ -9,8 +9,10 @@ CPU cores and beats BM25 alone on real customer-service questions (docs/benchmar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -148,7 +150,9 @@ def train_static_model(
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=losses.MultipleNegativesRankingLoss(model)
     )
-    trainer.train()
+    # The trainer prints its log lines to stdout; keep stdout for the commands' own output (--json).
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.train()
     model.save(str(out_dir))
     meta = {
         "type": "kb-static",

@@ -1,0 +1,88 @@
+"""Normalising replies for matching while keeping the way back to the original text.
+
+Rules are written once, in simplified Chinese with ASCII punctuation and lower case. A reply is
+matched in that form (NFKC folds full-width letters and punctuation, OpenCC ``t2s`` folds traditional
+characters, ``lower`` folds case), and every match is mapped back to a span of the text the agent
+actually wrote, so highlights and repairs land on the right characters.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import opencc
+
+_T2S = opencc.OpenCC("t2s")
+# Typographic quotes fold to ASCII so that "can’t" matches "can't" (one character each: spans hold).
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
+@lru_cache(maxsize=8192)
+def _fold_char(ch: str) -> str:
+    return _T2S.convert(unicodedata.normalize("NFKC", ch)).lower().translate(_QUOTES)
+
+
+@lru_cache(maxsize=8)
+def _converter(config: str) -> opencc.OpenCC:
+    return opencc.OpenCC(config)
+
+
+def fold(text: str) -> str:
+    """The matching form of a lexicon term (the same folding as ``normalize``, without the map)."""
+    return _T2S.convert(unicodedata.normalize("NFKC", text)).lower().translate(_QUOTES)
+
+
+def to_script(text: str, config: str) -> str:
+    """Convert simplified text with an OpenCC config (``s2tw``, ``s2t``, ...)."""
+    return _converter(config).convert(text) if config else text
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedText:
+    """A reply in matching form; ``starts[i]``/``ends[i]`` bound the original characters of ``text[i]``."""
+
+    original: str
+    text: str
+    starts: tuple[int, ...] | None  # None: position i of text is position i of original
+    ends: tuple[int, ...] | None
+    traditional: bool
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Map a span of ``text`` back to a span of ``original``."""
+        if self.starts is None or self.ends is None:
+            return start, end
+        n = len(self.text)
+        if start >= n:
+            return len(self.original), len(self.original)
+        o_start = self.starts[start]
+        if end <= start:
+            return o_start, o_start
+        return o_start, self.ends[min(end, n) - 1]
+
+    def position(self, index: int) -> int:
+        """Map an insertion point of ``text`` to one of ``original``."""
+        return self.span(index, index)[0]
+
+
+def normalize(text: str) -> NormalizedText:
+    if text.isascii():
+        return NormalizedText(text, text.lower(), None, None, traditional=False)
+    nfkc = unicodedata.normalize("NFKC", text)
+    simplified = _T2S.convert(nfkc)
+    traditional = simplified != nfkc
+    folded = simplified.lower().translate(_QUOTES)
+    if nfkc == text and len(folded) == len(text):
+        return NormalizedText(text, folded, None, None, traditional)
+    # Some character changed width or length (full-width punctuation, "…" -> "..."): fold one
+    # character at a time so that every folded character knows where it came from.
+    parts: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for i, ch in enumerate(text):
+        f = _fold_char(ch)
+        parts.append(f)
+        starts.extend([i] * len(f))
+        ends.extend([i + 1] * len(f))
+    return NormalizedText(text, "".join(parts), tuple(starts), tuple(ends), traditional)
