@@ -198,8 +198,21 @@ class KnowledgeIndex:
         self.lock = threading.RLock()
         self.last_sync = 0.0
         self.embedded_last = 0
+        self.snippet_order: list[str] = []
+        self.ordinal: dict[str, int] = {}
+        self.row_owner = np.zeros(0, dtype=np.int64)
+        self.row_is_answer = np.zeros(0, dtype=bool)
 
     # -- building -------------------------------------------------------------------------------
+
+    def _rebuild_lexical(self) -> None:
+        """Re-index BM25 and the arrays that map its rows to snippets (used by the retriever)."""
+        texts = list(self.texts.values())
+        self.lexical.build(texts)
+        self.snippet_order = list(self.snippets)
+        self.ordinal = {sid: i for i, sid in enumerate(self.snippet_order)}
+        self.row_owner = np.array([self.ordinal[t.snippet_id] for t in texts], dtype=np.int64)
+        self.row_is_answer = np.array([t.field == "answer" for t in texts], dtype=bool)
 
     def _texts_of(self, s: Snippet) -> list[IndexedText]:
         out = [
@@ -244,7 +257,7 @@ class KnowledgeIndex:
             snippets = store.all()
             self._reset(len(snippets))
             self._add_snippets(store, snippets, progress=progress)
-            self.lexical.build(list(self.texts.values()))
+            self._rebuild_lexical()
             self.kb_revision = rev
             self.last_sync = time.monotonic()
 
@@ -253,7 +266,7 @@ class KnowledgeIndex:
         with self.lock:
             self._reset(len(snippets))
             self._add_snippets(None, snippets, progress=False)
-            self.lexical.build(list(self.texts.values()))
+            self._rebuild_lexical()
             self.kb_revision = revision
 
     def _reset(self, n_snippets: int) -> None:
@@ -293,7 +306,7 @@ class KnowledgeIndex:
                 self._remove_snippet(sid)
             fresh = [s for s in (store.find(i) for i in sorted(changes.changed)) if s is not None]
             self._add_snippets(store, fresh, progress=False)
-            self.lexical.build(list(self.texts.values()))
+            self._rebuild_lexical()
             self.kb_revision = changes.until
             if self.dense.kind == "hnsw" and len(self.dense.deleted) > 0.2 * max(1, self.dense.ntotal):
                 self._rebuild_dense()
@@ -387,7 +400,7 @@ class KnowledgeIndex:
             self.dense = DenseIndex(self.embedder.dim, hnsw_threshold=self.hnsw_threshold)
             self.dense.index = faiss.read_index(str(path / "dense.faiss"))
             self.dense.kind = m.dense_kind
-            self.lexical.build(list(self.texts.values()))
+            self._rebuild_lexical()
             self.kb_revision = m.kb_revision
             self.last_sync = time.monotonic()
         return None

@@ -129,60 +129,70 @@ class HybridRetriever:
         cfg = self.config
         idx = self.index
         with idx.lock:
-            qn = normalize(query)
-            qtokens = idx.analyzer.tokens(qn, normalized=True)
-            lex = idx.lexical
-            lex_scores = lex.scores(qtokens)
-            best_lex: dict[str, tuple[float, int]] = {}
-            answer_lex: dict[str, float] = {}
-            for row in np.flatnonzero(lex_scores > 0):
-                tid = int(lex.row_ids[row])
-                t = idx.texts[tid]
-                sc = float(lex_scores[row])
-                if t.field == "answer":
-                    answer_lex[t.snippet_id] = sc
-                elif sc > best_lex.get(t.snippet_id, (0.0, 0))[0]:
-                    best_lex[t.snippet_id] = (sc, tid)
-            # A snippet's lexical score: its best question text, plus what its answer adds (weighted
-            # in the index). An answer alone can find a snippet, but it then shows as the match.
-            for sid, sc in answer_lex.items():
-                q_sc, q_tid = best_lex.get(sid, (0.0, 0))
-                best_lex[sid] = (q_sc + sc, q_tid if q_sc > 0 else idx.by_snippet[sid][-1])
+            qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
+            n = len(idx.snippet_order)
+            # Lexical: each snippet's best question text, plus what its answer adds.
+            lex_best = np.zeros(n, dtype=np.float64)
+            lex_row = np.full(n, -1, dtype=np.int64)
+            answer = np.zeros(n, dtype=np.float64)
+            scores = idx.lexical.scores(qtokens)
+            rows = np.flatnonzero(scores > 0)
+            if rows.size:
+                owner, sc, is_ans = idx.row_owner[rows], scores[rows], idx.row_is_answer[rows]
+                answer = np.bincount(owner[is_ans], weights=sc[is_ans], minlength=n).astype(np.float64)
+                q_rows, q_owner, q_sc = rows[~is_ans], owner[~is_ans], sc[~is_ans]
+                order = np.lexsort((-q_sc, q_owner))  # by snippet, best score first
+                first = order[np.r_[True, q_owner[order][1:] != q_owner[order][:-1]]] if order.size else order
+                lex_best[q_owner[first]] = q_sc[first]
+                lex_row[q_owner[first]] = q_rows[first]
+                ans_only = (lex_row < 0) & (answer > 0)
+                if ans_only.any():  # found by its answer alone: the answer is what matched
+                    ans_rows = rows[is_ans]
+                    lex_row[owner[is_ans]] = np.where(
+                        ans_only[owner[is_ans]], ans_rows, lex_row[owner[is_ans]]
+                    )
+            lex = lex_best + answer
 
+            # Dense: counts only as much as the model knows the query's tokens.
             coverage = idx.embedder.coverage(query)
             dw = 0.0
             if coverage >= cfg.min_coverage and cfg.dense_weight > 0:
                 dw = cfg.dense_weight * (coverage - cfg.min_coverage) / (1 - cfg.min_coverage or 1)
-            best_dense: dict[str, tuple[float, int]] = {}
+            dense = np.full(n, -1.0, dtype=np.float64)
+            dense_tid = np.zeros(n, dtype=np.int64)
             if dw > 0 and idx.dense.ntotal:
-                qv = idx.embedder.encode_query(query)
-                ds, di = idx.dense.search(qv, cfg.dense_pool)
-                for sc, tid in zip(ds.tolist(), di.tolist(), strict=True):
+                ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
+                for dsc, tid in zip(ds.tolist(), di.tolist(), strict=True):
                     hit = idx.texts.get(int(tid))
-                    if hit is not None and sc > best_dense.get(hit.snippet_id, (-1.0, 0))[0]:
-                        best_dense[hit.snippet_id] = (float(sc), int(tid))
+                    o = idx.ordinal.get(hit.snippet_id, -1) if hit is not None else -1
+                    if o >= 0 and dsc > dense[o]:
+                        dense[o], dense_tid[o] = dsc, int(tid)
 
-            candidates = [sid for sid in set(best_lex) | set(best_dense) if flt.accepts(idx.snippets[sid])]
-            max_lex = max((best_lex[s][0] for s in candidates if s in best_lex), default=0.0)
-            fused: dict[str, float] = {}
+            found = np.flatnonzero((lex > 0) | (dense > -1.0))
             if cfg.fusion == "weighted":
-                for sid in candidates:
-                    ln = best_lex[sid][0] / max_lex if sid in best_lex and max_lex > 0 else 0.0
-                    dn = max(best_dense[sid][0], 0.0) if sid in best_dense else 0.0
-                    fused[sid] = (1 - dw) * ln + dw * dn
+                max_lex = float(lex.max()) if n else 0.0
+                lex_norm = lex / max_lex if max_lex > 0 else lex
+                fused = (1 - dw) * lex_norm + dw * np.clip(dense, 0.0, None)
             else:
-                lex_rank = sorted((s for s in candidates if s in best_lex), key=lambda s: -best_lex[s][0])
-                dense_rank = sorted(
-                    (s for s in candidates if s in best_dense), key=lambda s: -best_dense[s][0]
-                )
-                for r, sid in enumerate(lex_rank):
-                    fused[sid] = fused.get(sid, 0.0) + (1 - dw) / (cfg.rrf_k + r + 1)
-                for r, sid in enumerate(dense_rank):
-                    fused[sid] = fused.get(sid, 0.0) + dw / (cfg.rrf_k + r + 1)
-            top = sorted(fused, key=lambda s: (-fused[s], s))[:k]
-            hits = [
-                self._hit(sid, fused[sid], best_lex.get(sid), best_dense.get(sid), dw, qtokens) for sid in top
-            ]
+                fused = np.zeros(n, dtype=np.float64)
+                for part, weight in ((lex, 1 - dw), (dense, dw)):
+                    has = found[part[found] > (0 if part is lex else -1.0)]
+                    ranked = has[np.argsort(-part[has], kind="stable")]
+                    fused[ranked] += weight / (cfg.rrf_k + np.arange(1, ranked.size + 1))
+            ranked = found[np.lexsort((found, -fused[found]))]
+            hits: list[Hit] = []
+            accepted = 0
+            for o in ranked.tolist():  # the filter is applied lazily, best first, until k pass
+                sid = idx.snippet_order[o]
+                if not flt.accepts(idx.snippets[sid]):
+                    continue
+                accepted += 1
+                lex_hit = (float(lex[o]), int(idx.lexical.row_ids[lex_row[o]])) if lex_row[o] >= 0 else None
+                dense_hit = (float(dense[o]), int(dense_tid[o])) if dense[o] > -1.0 else None
+                hits.append(self._hit(sid, float(fused[o]), lex_hit, dense_hit, dw, qtokens))
+                if accepted >= k:
+                    break
+            candidates = int(found.size)
             revision = idx.kb_revision
         return SearchResult(
             query=query,
@@ -190,7 +200,7 @@ class HybridRetriever:
             dense_weight=dw,
             latency_ms=(time.perf_counter() - t0) * 1000,
             kb_revision=revision,
-            stats={"coverage": coverage, "candidates": len(candidates)},
+            stats={"coverage": coverage, "candidates": candidates},
         )
 
     def _hit(

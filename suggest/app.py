@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
@@ -63,7 +63,7 @@ def _http_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[di
 
 
 @get("/health", tags=["ops"], sync_to_thread=True)
-def health(kb: KnowledgeBase) -> Response[dict[str, Any]]:
+def health(kb: NamedDependency[KnowledgeBase]) -> Response[dict[str, Any]]:
     """Liveness and readiness: the database answers and the index follows the KB revision."""
     checks: dict[str, Any] = {}
     ok = True

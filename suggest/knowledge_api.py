@@ -7,6 +7,8 @@ from datetime import date
 from typing import Any
 
 from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from knowledge.errors import ValidationError
 from knowledge.model import KINDS, SnippetFilter
@@ -29,7 +31,7 @@ class KnowledgeController(Controller):
     tags = ["knowledge"]  # noqa: RUF012 - Litestar reads a plain list
 
     @post("/search", sync_to_thread=True, status_code=200)
-    def search(self, data: SearchRequest, kb: KnowledgeBase) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchRequest], kb: NamedDependency[KnowledgeBase]) -> dict[str, Any]:
         """What a query retrieves: hits with the matched text, scores and a confidence label."""
         if not data.query.strip():
             raise ValidationError("查询不能为空", "query must not be empty")
