@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +28,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, demo_snippets: list[Snippet], minilm: SentenceTransformerEmbedder
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_snippets: list[Snippet],
+    minilm: SentenceTransformerEmbedder,
 ) -> Iterator[tuple[str, KnowledgeBase]]:
     root = tmp_path_factory.mktemp("api")
     ks = KnowledgeSettings(database_url=f"sqlite:///{root / 'kb.db'}", index_dir=root / "index")
@@ -37,7 +38,9 @@ def server(
     store.import_snippets(demo_snippets, actor="t")
     kb = KnowledgeBase(ks, store=store, embedder=minilm)
     port = _free_port()
-    config = uvicorn.Config(create_app(Settings(knowledge=ks), kb=kb), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(Settings(knowledge=ks), kb=kb), host="127.0.0.1", port=port, log_level="warning"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -98,18 +101,22 @@ def test_bad_search_requests_get_bilingual_errors(
     assert err["code"] == code and err["message_zh"] and err["message_en"]
 
 
-def test_edit_reaches_a_running_server_without_restart(server: tuple[str, KnowledgeBase], tmp_path: Path) -> None:
+def test_edit_reaches_a_running_server_without_restart(server: tuple[str, KnowledgeBase]) -> None:
     base, kb = server
     # Another process (here: another Store on the same database) publishes a new snippet.
     other = Store(kb.store.url)
     other.add(
-        Snippet(id="faq-api-new", question="你们支持数字人民币支付吗", answer="支持，结算时选择数字人民币即可。"),
+        Snippet(
+            id="faq-api-new", question="你们支持数字人民币支付吗", answer="支持，结算时选择数字人民币即可。"
+        ),
         actor="editor",
     )
     other.close()
     deadline = time.monotonic() + 10
     while True:
-        hits = httpx.post(f"{base}/v1/knowledge/search", json={"query": "能用数字人民币付款吗"}).json()["hits"]
+        hits = httpx.post(f"{base}/v1/knowledge/search", json={"query": "能用数字人民币付款吗"}).json()[
+            "hits"
+        ]
         if hits and hits[0]["snippet_id"] == "faq-api-new":
             break
         assert time.monotonic() < deadline, hits
