@@ -447,12 +447,8 @@ def _reindex(kb: KnowledgeBase, args: argparse.Namespace) -> int:
 
 def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     kb.open_index(log_fn=lambda _m: None)
-    flt = SnippetFilter(
-        kinds=tuple(args.kind),
-        products=tuple(args.product),
-        tags=tuple(args.tag),
-        status=None if args.any_status else "published",
-        valid_on=None if args.any_status else date.today(),
+    flt = SnippetFilter.hit_testing(
+        kinds=args.kind, products=args.product, tags=args.tag, any_status=args.any_status
     )
     res = kb.retriever.search(args.text, k=args.k, flt=flt)
     if args.json:

@@ -44,6 +44,7 @@ from typing import Any
 
 from knowledge.errors import ImportFailed, Problem, ValidationError
 from knowledge.model import (
+    CONTENT_FIELDS,
     ID_PATTERN,
     KINDS,
     MAX_ANSWER_CHARS,
@@ -69,18 +70,7 @@ EXTENSIONS = {
 }
 
 #: CSV/XLSX columns, in the order the writers use. Readers accept any order.
-COLUMNS = (
-    "id",
-    "kind",
-    "question",
-    "similar_questions",
-    "answer",
-    "tags",
-    "product",
-    "status",
-    "valid_from",
-    "valid_to",
-)
+COLUMNS = ("id", *CONTENT_FIELDS)
 REQUIRED = ("id", "question")
 
 #: Chinese column names (simplified and traditional) accepted in CSV/XLSX headers and as Markdown keys.

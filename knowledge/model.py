@@ -139,6 +139,19 @@ class SnippetFilter:
     status: str | None = "published"
     valid_on: date | None = field(default_factory=date.today)
 
+    @classmethod
+    def hit_testing(
+        cls, *, kinds: Any = (), products: Any = (), tags: Any = (), any_status: bool = False
+    ) -> SnippetFilter:
+        """What an agent would be served (published, valid today), or everything with ``any_status``."""
+        return cls(
+            kinds=tuple(kinds),
+            products=tuple(products),
+            tags=tuple(tags),
+            status=None if any_status else "published",
+            valid_on=None if any_status else date.today(),
+        )
+
     def accepts(self, s: Snippet) -> bool:
         if self.status and s.status != self.status:
             return False

@@ -99,7 +99,11 @@ def train_static_model(
         from sentence_transformers.sentence_transformer import losses
     except ImportError:  # sentence-transformers < 6
         from sentence_transformers import losses  # type: ignore[no-redef,attr-defined]
-    from sentence_transformers.models import StaticEmbedding
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import StaticEmbedding  # type: ignore[no-redef]
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     p = params or TuneParams()

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         knowledge = kb or KnowledgeBase(settings.knowledge)
-        log.info(knowledge.open_index())
+        knowledge.open_index()
         app.state.kb = knowledge
         try:
             yield

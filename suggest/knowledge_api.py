@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from litestar import Controller, post
@@ -42,11 +41,7 @@ class KnowledgeController(Controller):
         bad = [k for k in data.kinds if k not in KINDS]
         if bad:
             raise ValidationError(f"未知类型：{bad}", f"unknown kinds: {bad}")
-        flt = SnippetFilter(
-            kinds=tuple(data.kinds),
-            products=tuple(data.products),
-            tags=tuple(data.tags),
-            status=None if data.any_status else "published",
-            valid_on=None if data.any_status else date.today(),
+        flt = SnippetFilter.hit_testing(
+            kinds=data.kinds, products=data.products, tags=data.tags, any_status=data.any_status
         )
         return kb.retriever.search(data.query, k=data.k, flt=flt).to_dict()
