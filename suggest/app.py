@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        for noisy in ("bm25s", "alembic.runtime.migration", "sentence_transformers"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         knowledge = kb or KnowledgeBase(settings.knowledge)
         knowledge.open_index()
         app.state.kb = knowledge
