@@ -6,17 +6,20 @@ Two uses:
   ``{"text": str, "first_reply": bool?, "customer_waited_s": number?, "lang": "zh"|"en"?}``.
   Without ``--json`` it prints a table and a per-rule summary; with ``--json`` exactly one object
   ``{"violations": [rule ids], "fixed": str}`` per input line, in order, and nothing else.
-  Blank lines are skipped. Any bad line: every problem goes to stderr with its line number, nothing
-  to stdout, exit code 2.
-* Quality inspection of real agent replies (``run_jddc`` / ``python -m eval.norms --jddc PATH``):
-  every agent turn of the JDDC sample is checked (the first agent turn of a session as the first
-  reply), with per-rule counts and the average time of one check.
+  Lines end at "\n" only (U+2028, U+0085 and form feed may occur inside JSON strings). Blank
+  lines are skipped. Any bad line: every problem goes to stderr with its line number, nothing to
+  stdout, exit code 2.
+* Quality inspection of real agent replies (``run_jddc``; ``kefu eval norms --dialogues FILE
+  [--json] [--examples N]`` or ``python -m eval.norms --jddc PATH``): every agent turn of a dialogue
+  file such as the JDDC sample is checked (the first agent turn of a session as the first reply),
+  with per-rule counts and the average time of one check.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -78,8 +81,16 @@ def _case_from(line_no: int, raw: str) -> ReplyCase:
     if not isinstance(first, bool):
         raise ValueError('"first_reply" 应为 true 或 false / "first_reply" must be true or false')
     waited = obj.get("customer_waited_s")
-    if waited is not None and (isinstance(waited, bool) or not isinstance(waited, int | float) or waited < 0):
-        raise ValueError('"customer_waited_s" 应为非负数 / "customer_waited_s" must be a number >= 0')
+    if waited is not None and (
+        isinstance(waited, bool)
+        or not isinstance(waited, int | float)
+        or not math.isfinite(waited)
+        or waited < 0
+    ):
+        # json.loads accepts NaN and Infinity, which are not waiting times
+        raise ValueError(
+            '"customer_waited_s" 应为有限的非负数 / "customer_waited_s" must be a finite number >= 0'
+        )
     lang = obj.get("lang", "zh")
     if lang not in PACKAGED_LANGUAGES:
         langs = ", ".join(PACKAGED_LANGUAGES)
@@ -96,7 +107,9 @@ def read_cases(path: str | Path) -> list[ReplyCase]:
         raise InputProblems([(0, f"无法读取文件 / cannot read the file: {exc}")]) from exc
     cases: list[ReplyCase] = []
     problems: list[tuple[int, str]] = []
-    for line_no, raw in enumerate(content.splitlines(), start=1):
+    # split at "\n" only: str.splitlines also splits at U+2028, U+0085, \x0c ..., which JSON strings
+    # may hold unescaped
+    for line_no, raw in enumerate(content.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -158,14 +171,22 @@ def render_table(results: Sequence[ReplyResult], norms: Norms | None = None) -> 
     known = {rule.id for rule in rules}
     for rule in rules:
         c = counts.get(rule.id, 0)
+        message = _summary_message(rule.message, norms)
         share = f"{100 * c / n:.1f}%" if n else "-"
-        message = rule.message.split("{", 1)[0].rstrip('：:“"') if "{" in rule.message else rule.message
         lines.append(f"{rule.id:<22} {rule.severity:<8} {c:>7} {share:>7}  {message}")
     for rule_id in sorted(set(counts) - known):
         lines.append(f"{rule_id:<22} {'':<8} {counts[rule_id]:>7}")
     pct = f"{100 * flagged / n:.1f}%" if n else "-"
     lines += ["", f"replies: {n}, with violations: {flagged} ({pct})"]
     return "\n".join(lines)
+
+
+def _summary_message(message: str, norms: Norms) -> str:
+    """A rule's message for the summary: the norm variables filled in, the quoted ``{matched}`` cut."""
+    head = message.split("{matched}", 1)[0]
+    if "{matched}" in message:
+        head = head.rstrip(" ：:“\"'「")
+    return head.format_map(norms.variables) if "{" in head else head
 
 
 def cli_main(path: str, as_json: bool) -> int:
@@ -224,6 +245,7 @@ class JddcReport:
     per_rule: dict[str, int] = field(default_factory=dict)
     violations: int = 0
     fixed_clean: int = 0  # flagged replies whose fix has no violation left
+    needs_rewording: int = 0  # flagged replies with a violation that fix cannot repair
     check_us_mean: float = 0.0
     check_us_p50: float = 0.0
     check_us_p99: float = 0.0
@@ -235,17 +257,17 @@ class JddcReport:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
-    def render(self, norms: Norms) -> str:
+    def render(self) -> str:
         n = max(self.turns, 1)
         lines = [
             f"JDDC agent turns: {self.turns} ({self.path})",
             f"replies with at least one violation: {self.flagged} ({100 * self.flagged / n:.1f}%)",
-            f"violations: {self.violations}; flagged replies clean after fix: {self.fixed_clean}",
+            f"violations: {self.violations}; flagged replies clean after fix: {self.fixed_clean}; "
+            f"needing rewording: {self.needs_rewording}",
             "",
             f"{'rule':<22} {'replies':>7} {'share':>7}",
         ]
-        for rule_id in norms.rules:
-            c = self.per_rule.get(rule_id, 0)
+        for rule_id, c in self.per_rule.items():  # in the order of the norms file
             lines.append(f"{rule_id:<22} {c:>7} {100 * c / max(self.turns, 1):>6.1f}%")
         lines += [
             "",
@@ -282,6 +304,8 @@ def run_jddc(path: str | Path = DEFAULT_JDDC, *, norms: Norms | None = None, exa
             continue
         report.flagged += 1
         report.violations += len(found)
+        if any(not v.fixable for v in found):
+            report.needs_rewording += 1
         for rule_id in dict.fromkeys(v.rule_id for v in found):
             counts[rule_id] += 1
             if examples <= 0:
@@ -321,14 +345,11 @@ def jddc_main(path: str, as_json: bool, examples: int = 0) -> int:
         hint = "the JDDC sample lives in ../shared/data/jddc-sample/"
         print(f"{path}: 文件不存在 / file not found ({hint})", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from prompts import load_norms
-
-    norms = load_norms("zh")
-    report = run_jddc(path, examples=examples)
+    report = run_jddc(path, examples=examples)  # loads the norms once (and times the load)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
-        print(report.render(norms))
+        print(report.render())
     return EXIT_OK
 
 

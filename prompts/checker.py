@@ -5,10 +5,14 @@ folds the reply once (see ``textnorm``), runs each enabled rule on the folded te
 hit back to a span of the original text. ``fix`` edits the original text, so the agent's script
 (simplified or traditional) and full-width punctuation survive; inserted phrases are converted to
 traditional characters when the reply is written in them.
+
+Language-dependent punctuation comes from the norms (``insert_separator``, ``sentence_end``); with
+``word_boundaries`` (languages written with spaces) inserted phrases also follow sentence case.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -87,20 +91,31 @@ class FixResult:
 
 # Separators in folded text (NFKC turns ，！？：；～ into ASCII; 。、 stay).
 _FOLDED_SEPS = frozenset(" \t\r\n,.!?;:~、。")
+_ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def _is_original_sep(ch: str) -> bool:
     return ch.isspace() or ch in "~～" or unicodedata.category(ch) in ("Po", "Pd", "Pi", "Pf")
 
 
+def _term_regex(term: str) -> str:
+    """A term as a regex; an ASCII word at either end of it only matches whole (``hi`` not in ``this``)."""
+    body = re.escape(term)
+    if term[0] in _ASCII_WORD:
+        body = "(?<![a-z0-9])" + body
+    if term[-1] in _ASCII_WORD:
+        body += "(?![a-z0-9])"
+    return body
+
+
 def _literal_regex(terms: Iterable[str], word_boundaries: bool) -> re.Pattern[str] | None:
     folded = sorted({fold(t) for t in terms if t.strip()}, key=len, reverse=True)
     if not folded:
         return None
-    body = "|".join(re.escape(t) for t in folded)
     if word_boundaries:
-        body = rf"(?<![^\W_])(?:{body})(?![^\W_])"
-    return re.compile(body)
+        body = "|".join(re.escape(t) for t in folded)
+        return re.compile(rf"(?<![^\W_])(?:{body})(?![^\W_])")
+    return re.compile("|".join(_term_regex(t) for t in folded))
 
 
 class _Lexicon:
@@ -115,15 +130,25 @@ class _Lexicon:
         self.hit = re.compile("|".join(parts), re.MULTILINE)
         self.allow = [re.compile(p, re.MULTILINE) for p in rule.allow]
         self.unless = _literal_regex(rule.unless, word_boundaries)
+        self.explanations = [re.compile(p, re.MULTILINE) for p in rule.explanations]
 
     def find(self, text: str) -> list[tuple[int, int]]:
         if self.unless is not None and self.unless.search(text):
             return []
         hits = [m.span() for m in self.hit.finditer(text) if m.end() > m.start()]
-        if not hits or not self.allow:
+        if not hits:
+            return hits
+        if any(e.search(text) for e in self.explanations):
+            return []
+        if not self.allow:
             return hits
         allowed = [m.span() for a in self.allow for m in a.finditer(text)]
         return [(s, e) for s, e in hits if not any(a0 < e and s < a1 for a0, a1 in allowed)]
+
+
+# A token of a bare acknowledgement: its form in the reply (characters, or words for unit = "word")
+# and the acknowledgement it stands for ("" for a softener).
+_Token = tuple[str | tuple[str, ...], str]
 
 
 class NormsChecker:
@@ -153,17 +178,35 @@ class NormsChecker:
                 self.markers[rule.id] = _literal_regex((*rule.markers, norms.greeting), wb)
             elif rule.markers:
                 self.markers[rule.id] = _literal_regex(rule.markers, wb)
-        greeting_rule = norms.rules.get("greeting")
         self.greeting_folded = fold(norms.greeting).strip()
-        self.greeting_window = greeting_rule.window if greeting_rule else 0
-        short = norms.rules.get("too_short")
-        self.acks: tuple[str, ...] = tuple(fold(a) for a in short.acknowledgements) if short else ()
-        self.ack_set = frozenset(self.acks)
-        self.softeners: tuple[str, ...] = (
-            tuple(sorted({fold(t) for t in short.softeners}, key=len, reverse=True)) if short else ()
+        self.sentence_end = frozenset(norms.sentence_end) | {"\n"}
+        self.sentence_end_folded = frozenset(fold(norms.sentence_end)) | {"\n"}
+        impolite = norms.rules.get("impolite")
+        self.replace_opening: list[tuple[str, str]] = sorted(
+            ((fold(k).strip(), v) for k, v in (impolite.replace_opening if impolite else {}).items()),
+            key=lambda kv: len(kv[0]),
+            reverse=True,
         )
+        short = norms.rules.get("too_short")
+        self.softeners: tuple[str, ...] = (
+            tuple(sorted({fold(t).strip() for t in short.softeners}, key=len, reverse=True)) if short else ()
+        )
+        self.ack_tokens: dict[str, list[_Token]] = {}
+        if short is not None:
+            tokens: list[_Token] = []
+            for words, is_ack in ((short.acknowledgements, True), (short.softeners, False)):
+                for w in words:
+                    key = fold(w).strip()
+                    form: str | tuple[str, ...] = (
+                        tuple(re.findall(r"[^\W_]+", key)) if short.unit == "word" else self._core(short, key)
+                    )
+                    if form:
+                        tokens.append((form, key if is_ack else ""))
+            # longer tokens first: 好的 before 好, 嗯嗯 before 嗯
+            for token in sorted(tokens, key=lambda t: len(t[0]), reverse=True):
+                self.ack_tokens.setdefault(token[0][0], []).append(token)
         self.expansions: dict[str, str] = (
-            {fold(k): self._text(v) for k, v in short.expansions.items()} if short else {}
+            {fold(k).strip(): self._text(v) for k, v in short.expansions.items()} if short else {}
         )
         self._checks: dict[str, Callable[[NormRule, NormalizedText, CheckContext], list[Violation]]] = {
             "greeting": self._check_greeting,
@@ -179,7 +222,7 @@ class NormsChecker:
             "late_without_apology": self._fix_insert_at_violation,
             "wait_without_apology": self._fix_wait,
             "greeting": self._fix_insert_at_violation,
-            "impolite": self._fix_insert_at_violation,
+            "impolite": self._fix_impolite,
         }
 
     # -- public -------------------------------------------------------------------------------------
@@ -199,6 +242,9 @@ class NormsChecker:
         current = text
         # A repair can expose another (removing "哦，" from "哦，好的" leaves a bare acknowledgement),
         # so passes repeat until one changes nothing; three always suffice for the built-in rules.
+        # A reply too short to say anything (开具, 稍等) is left for rewriting: padding it with a
+        # greeting or an apology would only hide that it says nothing.
+        seen: str | None = None  # the last text checked for needing a rewrite
         for _ in range(3):
             changed = False
             for rule_id in self.FIX_ORDER:
@@ -206,6 +252,10 @@ class NormsChecker:
                 if rule is None or not rule.enabled:
                     continue
                 nt = normalize(current)
+                if current != seen:
+                    if self._needs_rewrite(nt, ctx):
+                        return FixResult(current, self.check(current, ctx), applied)
+                    seen = current
                 found = self._check_rule(rule, nt, ctx)
                 if not found:
                     continue
@@ -227,7 +277,9 @@ class NormsChecker:
             return []
         return [self._violation(rule, nt, nt.span(s, e)) for s, e in lexicon.find(nt.text)]
 
-    def _violation(self, rule: NormRule, nt: NormalizedText, span: tuple[int, int]) -> Violation:
+    def _violation(
+        self, rule: NormRule, nt: NormalizedText, span: tuple[int, int], *, fixable: bool | None = None
+    ) -> Violation:
         matched = nt.original[span[0] : span[1]]
         return Violation(
             rule_id=rule.id,
@@ -235,7 +287,7 @@ class NormsChecker:
             message=self._format(rule.message, matched),
             suggestion=self._format(rule.suggestion, matched),
             severity=rule.severity,
-            fixable=rule.fixable,
+            fixable=rule.fixable if fixable is None else fixable,
             matched=matched,
         )
 
@@ -264,17 +316,37 @@ class NormsChecker:
             return []
         return [self._violation(rule, nt, (0, len(nt.original)))]
 
+    def _sentence_stop(self, text: str, start: int) -> int:
+        """The index of the first sentence-end mark of folded ``text`` at or after ``start``."""
+        for i in range(start, len(text)):
+            if text[i] in self.sentence_end_folded:
+                return i
+        return len(text)
+
     def greeting_end(self, text: str) -> int:
-        """Where the opening greeting of folded ``text`` ends (0 when it does not open with one)."""
+        """Where the greeting that opens folded ``text`` ends, separators included (0: none opens it).
+
+        The reply opens with a greeting when the configured greeting or a greeting marker stands at
+        its very start (a marker later in the reply, "好的 您好", does not open it). The greeting runs
+        on to the end of the last clause of the first sentence that holds another marker:
+        "您好，我是客服小美，很高兴为您服务。" is all greeting.
+        """
         start = len(text) - len(text.lstrip())
+        pattern = self.markers.get("greeting")
         if self.greeting_folded and text.startswith(self.greeting_folded, start):
             end = start + len(self.greeting_folded)
         else:
-            pattern = self.markers.get("greeting")
-            m = pattern.search(text) if pattern is not None else None
-            if m is None or m.start() >= self.greeting_window:
+            m = pattern.match(text, start) if pattern is not None else None
+            if m is None:
                 return 0
             end = m.end()
+        if pattern is not None:
+            stop = self._sentence_stop(text, end)
+            for m in pattern.finditer(text, end, stop):
+                clause_end = m.end()
+                while clause_end < stop and text[clause_end] not in _FOLDED_SEPS:
+                    clause_end += 1
+                end = max(end, clause_end)
         while end < len(text) and text[end] in _FOLDED_SEPS:
             end += 1
         return end
@@ -283,6 +355,7 @@ class NormsChecker:
         waited = ctx.customer_waited_s
         if waited is None or waited <= self.norms.wait_limit_s:
             return []
+        # the apology must open the reply, or directly follow the greeting that opens it
         start = self.greeting_end(nt.text)
         at = self._first_marker(rule.id, nt.text)
         if at is not None and at < start + rule.window:
@@ -295,49 +368,74 @@ class NormsChecker:
             return " ".join(re.findall(r"[^\W_]+", text))
         return "".join(ch for ch in text if ch.isalnum())
 
+    def bare_acknowledgement(self, rule: NormRule, folded: str) -> str | None:
+        """The acknowledgement a reply consists of, or None when it says something else.
+
+        A bare acknowledgement is made only of acknowledgements and softeners, in any order and
+        number: 好的, 好的呢亲, 嗯嗯好的, 好的，收到, OK的, Ok，我知道了, 是的 是的. It returns the
+        acknowledgement whose expansion fits best: the last one that has an expansion of its own
+        (您好 在的 -> 在的), else the first ("" when the reply is softeners only: 嗯, 呐). A reply with
+        no letters or digits at all ("?") is not an acknowledgement: there is nothing to expand.
+        """
+        seq: str | tuple[str, ...] = (
+            tuple(re.findall(r"[^\W_]+", folded)) if rule.unit == "word" else self._core(rule, folded)
+        )
+        n = len(seq)
+        if n == 0 or seq[0] not in self.ack_tokens:
+            return None
+        # positions reachable by whole tokens -> the acknowledgement chosen so far ("" none yet)
+        reached: dict[int, str] = {0: ""}
+        todo = [0]
+        while todo:
+            i = heapq.heappop(todo)
+            if i == n:
+                break
+            first = reached[i]
+            for form, ack in self.ack_tokens.get(seq[i], ()):
+                j = i + len(form)
+                if seq[i:j] != form:
+                    continue
+                value = ack if ack and (ack in self.expansions or not first) else first
+                if j not in reached:
+                    reached[j] = value
+                    heapq.heappush(todo, j)
+                elif value and not reached[j]:
+                    reached[j] = value
+        return reached.get(n)
+
     def _strip_softeners(self, core: str) -> str:
-        """Drop softening particles at both ends: 好的呢亲 -> 好的, 哦好的 -> 好的."""
+        """Drop softening particles at both ends: 稍等哦 -> 稍等, 哦好的呢 -> 好的."""
         changed = True
         while changed and core:
             changed = False
             for t in self.softeners:
                 if core.endswith(t):
-                    core = core[: -len(t)].strip()
+                    core = core[: -len(t)]
                     changed = True
-                    break
-                if core.startswith(t):
-                    core = core[len(t) :].strip()
+                elif core.startswith(t):
+                    core = core[len(t) :]
                     changed = True
-                    break
         return core
 
-    def bare_acknowledgement(self, rule: NormRule, folded: str) -> str | None:
-        """The acknowledgement a reply consists of (``""`` for pure filler), or None."""
-        core = self._strip_softeners(self._core(rule, folded))
-        if not core:
-            return ""
-        if core in self.ack_set:
-            return core
-        if len(core) <= 16:
-            sep = " " if rule.unit == "word" else ""
-            for ack in self.acks:
-                n, r = divmod(len(core) + len(sep), len(ack) + len(sep))
-                if n > 1 and r == 0 and core == sep.join([ack] * n):
-                    return ack
-        return None
-
     def _length(self, rule: NormRule, folded: str) -> int:
+        """Letters and digits (words for unit = "word"), not counting particles at either end:
+        稍等哦 is as short as 稍等 (fix removes the 哦)."""
         if rule.unit == "word":
             return len(re.findall(r"[^\W_]+", folded))
-        return sum(1 for ch in folded if ch.isalnum())
+        return len(self._strip_softeners(self._core(rule, folded)))
 
     def _check_too_short(self, rule: NormRule, nt: NormalizedText, ctx: CheckContext) -> list[Violation]:
-        if (
-            self._length(rule, nt.text) >= rule.min_length
-            and self.bare_acknowledgement(rule, nt.text) is None
-        ):
+        ack = self.bare_acknowledgement(rule, nt.text)
+        if ack is None and self._length(rule, nt.text) >= rule.min_length:
             return []
-        return [self._violation(rule, nt, (0, len(nt.original)))]
+        # a bare acknowledgement is expanded; any other short reply must be rewritten
+        return [self._violation(rule, nt, (0, len(nt.original)), fixable=ack is not None)]
+
+    def _needs_rewrite(self, nt: NormalizedText, ctx: CheckContext) -> bool:
+        rule = self.norms.rules.get("too_short")
+        if rule is None or not rule.enabled:
+            return False
+        return any(not v.fixable for v in self._check_too_short(rule, nt, ctx))
 
     # -- fixes --------------------------------------------------------------------------------------
 
@@ -350,37 +448,93 @@ class NormsChecker:
             return to_script(text, self.norms.to_traditional)
         return text
 
+    def _at_sentence_start(self, text: str, pos: int) -> bool:
+        i = pos
+        while i > 0 and text[i - 1].isspace():
+            i -= 1
+        return i == 0 or text[i - 1] in self.sentence_end
+
+    def _insert(self, current: str, pos: int, phrase: str) -> tuple[str, str]:
+        """Insert ``phrase`` at ``pos``; returns the new text and what was inserted."""
+        if self.norms.word_boundaries:
+            # sentence case: a phrase inside a sentence starts in lower case (but "I", "I'm") ...
+            first = re.match(r"[A-Za-z']+", phrase)
+            if (
+                first is not None
+                and not self._at_sentence_start(current, pos)
+                and not (first.group() == "I" or first.group().startswith("I'"))
+            ):
+                phrase = phrase[0].lower() + phrase[1:]
+            # ... and a phrase that ends a sentence makes the rest start one
+            if phrase.rstrip() and phrase.rstrip()[-1] in self.sentence_end:
+                rest = current[pos:]
+                lead = len(rest) - len(rest.lstrip())
+                if lead < len(rest) and rest[lead].islower():
+                    current = current[: pos + lead] + rest[lead].upper() + current[pos + lead + 1 :]
+        if pos > 0 and current[pos - 1].isalnum():
+            # after a word with no punctuation of its own ("您好" at the end of the reply)
+            phrase = self.norms.insert_separator + phrase
+        elif self.norms.word_boundaries and pos > 0 and current[pos - 1].isspace():
+            # "Hello your parcel ..." -> "Hello, sorry to keep you waiting. Your parcel ..."
+            stem = current[:pos].rstrip()
+            if stem and stem[-1].isalnum():
+                phrase = self.norms.insert_separator + phrase
+                return stem + phrase + current[pos:], phrase
+        return current[:pos] + phrase + current[pos:], phrase
+
     def _fix_insert_at_violation(
         self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]
     ) -> tuple[str, AppliedFix]:
         pos = found[0].span[0]
-        insert = self._localise(self._text(rule.insert), nt)
-        if pos > 0 and current[pos - 1].isalnum():
-            # after a greeting with no punctuation of its own ("您好" at the end of the reply)
-            insert = (" " if self.norms.word_boundaries else "，") + insert
-        return current[:pos] + insert + current[pos:], AppliedFix(rule.id, "insert", insert)
+        new, inserted = self._insert(current, pos, self._localise(self._text(rule.insert), nt))
+        return new, AppliedFix(rule.id, "insert", inserted)
+
+    def _fix_impolite(
+        self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]
+    ) -> tuple[str, AppliedFix]:
+        # an impolite opening word is replaced by the polite one: 你好，... -> 您好，... (not 您好，你好，...)
+        start = len(nt.text) - len(nt.text.lstrip())
+        for word, polite in self.replace_opening:
+            end = start + len(word)
+            if not nt.text.startswith(word, start):
+                continue
+            if end < len(nt.text) and word[-1] in _ASCII_WORD and nt.text[end] in _ASCII_WORD:
+                continue  # "hi" is not the start of "history"
+            if self.norms.word_boundaries and end < len(nt.text) and nt.text[end].isalnum():
+                continue
+            o_start, o_end = nt.span(start, end)
+            new = self._localise(self._text(polite), nt)
+            return current[:o_start] + new + current[o_end:], AppliedFix(rule.id, "replace", new)
+        return self._fix_insert_at_violation(rule, current, nt, found)
 
     def _fix_wait(
         self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]
     ) -> tuple[str, AppliedFix]:
-        pos = found[0].span[0]
-        while pos > 0 and not _is_original_sep(current[pos - 1]):
-            pos -= 1
-        insert = self._localise(self._text(rule.insert), nt)
-        return current[:pos] + insert + current[pos:], AppliedFix(rule.id, "insert", insert)
+        hit = found[0].span[0]
+        pos = hit
+        if rule.insert_at == "sentence":
+            # at the start of the sentence (not of the word: "Please hold on." stays whole) ...
+            while pos > 0 and current[pos - 1] not in self.sentence_end:
+                pos -= 1
+            while pos < hit and current[pos].isspace():
+                pos += 1
+            # ... but after a greeting that opens it: "Hi, I'm sorry, ... I will check"
+            greeted = nt.position(self.greeting_end(nt.text))
+            if pos < greeted <= hit:
+                pos = greeted
+        else:
+            while pos > 0 and not _is_original_sep(current[pos - 1]):
+                pos -= 1
+        new, inserted = self._insert(current, pos, self._localise(self._text(rule.insert), nt))
+        return new, AppliedFix(rule.id, "insert", inserted)
 
     def _fix_too_short(
         self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]
     ) -> tuple[str, AppliedFix]:
-        ack = self.bare_acknowledgement(rule, nt.text)
-        if ack is not None:
-            new = self._localise(self.expansions.get(ack) or self._text(rule.default_expansion), nt)
-            return new, AppliedFix(rule.id, "replace", new)
-        stem = current.rstrip()
-        while stem and _is_original_sep(stem[-1]):
-            stem = stem[:-1]
-        suffix = self._localise(self._text(rule.short_suffix), nt)
-        return stem + suffix, AppliedFix(rule.id, "insert", suffix)
+        # only bare acknowledgements get here (fix stops on a short reply that must be rewritten)
+        ack = self.bare_acknowledgement(rule, nt.text) or ""
+        new = self._localise(self.expansions.get(ack) or self._text(rule.default_expansion), nt)
+        return new, AppliedFix(rule.id, "replace", new)
 
     def _fix_filler(
         self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]
@@ -400,9 +554,12 @@ class NormsChecker:
                     left = start
                     while left > 0 and _is_original_sep(text[left - 1]):
                         left -= 1
-                    # keep a sentence-final mark of the remaining text ("好的，嗯。" -> "好的。")
-                    tail = text[end:right]
-                    keep = tail if any(ch in "。.!?！？~～" for ch in tail) else ""
+                    # keep a sentence-final mark of the remaining text ("好的，嗯。" -> "好的。",
+                    # "祝您愉快! 嗯呢" -> "祝您愉快!")
+                    tail, before = text[end:right], text[left:start]
+                    keep = next(
+                        (seg for seg in (tail, before) if any(ch in self.sentence_end for ch in seg)), ""
+                    )
                     removed.append(text[left:right])
                     text = text[:left] + keep.strip()
                 else:

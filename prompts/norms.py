@@ -51,7 +51,7 @@ _COMMON_KEYS = ("enabled", "severity", "message", "suggestion", "instruction")
 _LEXICON_KEYS = ("terms", "patterns", "allow", "unless")
 _RULE_KEYS: dict[str, tuple[str, ...]] = {
     "greeting": ("markers", "window", "insert"),
-    "impolite": ("markers", "insert"),
+    "impolite": ("markers", "insert", "replace_opening"),
     "too_short": (
         "min_length",
         "unit",
@@ -59,16 +59,17 @@ _RULE_KEYS: dict[str, tuple[str, ...]] = {
         "softeners",
         "expansions",
         "default_expansion",
-        "short_suffix",
     ),
     "late_without_apology": ("markers", "window", "insert"),
-    "wait_without_apology": (*_LEXICON_KEYS, "insert"),
+    "wait_without_apology": (*_LEXICON_KEYS, "explanations", "insert", "insert_at"),
 }
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RULE_ID = re.compile(r"[a-z][a-z0-9_]*")
 _TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 _OPENCC_CONFIGS = ("", "s2t", "s2tw", "s2twp", "s2hk")
 PACKAGED_LANGUAGES: tuple[str, ...] = ("zh", "en")
+DEFAULT_INSERT_SEPARATOR = "，"
+DEFAULT_SENTENCE_END = "。！？.!?~～"
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,16 @@ class NormRule:
     patterns: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
     unless: tuple[str, ...] = ()
+    # wait_without_apology: regexes for a reason given for the wait (the rule is then silent), and
+    # where the apology goes: at the start of the clause or of the sentence
+    explanations: tuple[str, ...] = ()
+    insert_at: Literal["clause", "sentence"] = "clause"
     # greeting, impolite, late_without_apology
     markers: tuple[str, ...] = ()
     window: int = 0
     insert: str = ""
+    # impolite: an impolite opening word replaced by a polite one instead of inserting (你好 -> 您好)
+    replace_opening: Mapping[str, str] = field(default_factory=dict)
     # too_short
     min_length: int = 0
     unit: Literal["char", "word"] = "char"
@@ -97,7 +104,6 @@ class NormRule:
     softeners: tuple[str, ...] = ()
     expansions: Mapping[str, str] = field(default_factory=dict)
     default_expansion: str = ""
-    short_suffix: str = ""
 
     @property
     def fixable(self) -> bool:
@@ -201,6 +207,10 @@ class Norms:
     to_traditional: str = ""
     word_boundaries: bool = False
     list_separator: str = "、"
+    # put between a word and a phrase that ``fix`` inserts right after it ("您好" -> "您好，抱歉...")
+    insert_separator: str = DEFAULT_INSERT_SEPARATOR
+    # marks that end a sentence (kept when ``fix`` removes the last clause; where inserted apologies go)
+    sentence_end: str = DEFAULT_SENTENCE_END
 
     # -- checking -----------------------------------------------------------------------------------
 
@@ -312,7 +322,20 @@ def load_norms(source: str | Path = "zh") -> Norms:
                 )
             ],
         ) from exc
-    return loads_norms(raw.decode("utf-8", errors="strict"), source=name)
+    try:
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise NormsFileError(
+            name,
+            [
+                NormsProblem(
+                    "(file)",
+                    f"文件不是 UTF-8 编码（第 {exc.start} 字节）：请另存为 UTF-8",
+                    f"the file is not UTF-8 (byte {exc.start}): save it as UTF-8",
+                )
+            ],
+        ) from exc
+    return loads_norms(text, source=name)
 
 
 def loads_norms(text: str, *, source: str = "<string>") -> Norms:
@@ -489,13 +512,27 @@ def _check_fields(r: _Reader, key: str, text: str, allowed: frozenset[str]) -> N
             )
 
 
-def _check_regexes(r: _Reader, key: str, patterns: tuple[str, ...]) -> None:
+def _check_regexes(r: _Reader, key: str, patterns: tuple[str, ...], *, joined: bool = False) -> None:
+    ok = True
     for i, p in enumerate(patterns):
         try:
             re.compile(p)
-            re.compile(f"(?:{p})")  # the checker joins a rule's patterns into one alternation
+            re.compile(f"(?:{p})")
         except re.error as exc:
+            ok = False
             r.problem(f"{r.key(key)}[{i}]", f"正则表达式无效：{exc}", f"invalid regular expression: {exc}")
+    if joined and ok and len(patterns) > 1:
+        # The checker joins a rule's patterns into one alternation: a group name used twice (or a
+        # conditional on another pattern's group) only fails there.
+        try:
+            re.compile("|".join(f"(?:{p})" for p in patterns))
+        except re.error as exc:
+            r.problem(
+                r.key(key),
+                f"这些正则表达式会合并成一个，合并后无效：{exc}（每个命名组的名字只能用一次）",
+                f"the patterns are joined into one regular expression, which is invalid: {exc} "
+                "(use each group name once)",
+            )
 
 
 def _build(data: Mapping[str, Any], source: str, problems: list[NormsProblem]) -> Norms | None:
@@ -510,6 +547,8 @@ def _build(data: Mapping[str, Any], source: str, problems: list[NormsProblem]) -
         )
     word_boundaries = top.boolean("word_boundaries", False)
     list_separator = top.string("list_separator", "、")
+    insert_separator = top.string("insert_separator", DEFAULT_INSERT_SEPARATOR, allow_empty=True)
+    sentence_end = top.string("sentence_end", DEFAULT_SENTENCE_END)
     greeting = top.string("greeting")
     closing = top.string("closing")
     survey = top.string("survey")
@@ -537,6 +576,8 @@ def _build(data: Mapping[str, Any], source: str, problems: list[NormsProblem]) -
         to_traditional=to_traditional,
         word_boundaries=word_boundaries,
         list_separator=list_separator,
+        insert_separator=insert_separator,
+        sentence_end=sentence_end,
     )
 
 
@@ -730,7 +771,7 @@ def _build_rule(rule_id: str, r: _Reader) -> NormRule:
         values["patterns"] = r.strings("patterns", ())
         values["allow"] = r.strings("allow", ())
         values["unless"] = r.strings("unless", ())
-        _check_regexes(r, "patterns", values["patterns"])
+        _check_regexes(r, "patterns", values["patterns"], joined=True)
         _check_regexes(r, "allow", values["allow"])
         if not values["terms"] and not values["patterns"]:
             r.problem(
@@ -742,9 +783,31 @@ def _build_rule(rule_id: str, r: _Reader) -> NormRule:
         values["markers"] = r.strings("markers")
     if "window" in kind_keys:
         values["window"] = r.integer("window", minimum=1)
+    if "explanations" in kind_keys:
+        values["explanations"] = r.strings("explanations", ())
+        _check_regexes(r, "explanations", values["explanations"])
     if "insert" in kind_keys:
         values["insert"] = r.string("insert")
         _check_fields(r, "insert", values["insert"], _TEXT_VARIABLES)
+    if "insert_at" in kind_keys:
+        insert_at = r.string("insert_at", "clause")
+        if insert_at not in ("clause", "sentence"):
+            r.problem(r.key("insert_at"), "应为 clause 或 sentence", "must be clause or sentence")
+            insert_at = "clause"
+        values["insert_at"] = insert_at
+    if "replace_opening" in kind_keys:
+        replacements: dict[str, str] = {}
+        rr = r.table("replace_opening", required=False)
+        if rr is not None:
+            for word in rr.data:
+                if not word.strip():
+                    rr.problem(rr.key(word), "不能为空", "must not be empty")
+                    rr.read.append(word)
+                    continue
+                replacements[word] = rr.string(word)
+                _check_fields(rr, word, replacements[word], _TEXT_VARIABLES)
+            rr.finish()
+        values["replace_opening"] = replacements
     if rule_id == "too_short":
         values["min_length"] = r.integer("min_length", minimum=1)
         unit = r.string("unit", "char")
@@ -768,9 +831,7 @@ def _build_rule(rule_id: str, r: _Reader) -> NormRule:
             er.finish()
         values["expansions"] = expansions
         values["default_expansion"] = r.string("default_expansion")
-        values["short_suffix"] = r.string("short_suffix")
-        for key in ("default_expansion", "short_suffix"):
-            _check_fields(r, key, values[key], _TEXT_VARIABLES)
+        _check_fields(r, "default_expansion", values["default_expansion"], _TEXT_VARIABLES)
     return NormRule(**values)
 
 

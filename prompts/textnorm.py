@@ -15,6 +15,7 @@ from functools import lru_cache
 import opencc
 
 _T2S = opencc.OpenCC("t2s")
+_S2T = opencc.OpenCC("s2t")
 # Typographic quotes fold to ASCII so that "can’t" matches "can't" (one character each: spans hold).
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 
@@ -22,6 +23,31 @@ _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": 
 @lru_cache(maxsize=8192)
 def _fold_char(ch: str) -> str:
     return _T2S.convert(unicodedata.normalize("NFKC", ch)).lower().translate(_QUOTES)
+
+
+@lru_cache(maxsize=8192)
+def _script(ch: str) -> int:
+    """1 for a character written only in traditional, -1 only in simplified, 0 for both or neither."""
+    if _T2S.convert(ch) != ch:
+        return 1
+    if _S2T.convert(ch) != ch:
+        return -1
+    return 0
+
+
+def is_traditional(text: str) -> bool:
+    """Whether ``text`` is written in traditional characters.
+
+    Decided by the share of script-specific characters: a reply is traditional when more of its
+    characters exist only in traditional than only in simplified, so a stray traditional character
+    (or a product name) in a simplified reply does not make phrases inserted into it traditional.
+    Characters shared by both scripts (您, 好, 的, ...) do not count.
+    """
+    score = 0
+    for ch in text:
+        if ord(ch) >= 0x2E80:  # CJK and beyond; ASCII and Latin never differ
+            score += _script(ch)
+    return score > 0
 
 
 @lru_cache(maxsize=8)
@@ -71,7 +97,8 @@ def normalize(text: str) -> NormalizedText:
         return NormalizedText(text, text.lower(), None, None, traditional=False)
     nfkc = unicodedata.normalize("NFKC", text)
     simplified = _T2S.convert(nfkc)
-    traditional = simplified != nfkc
+    # only a reply with some traditional character needs counting
+    traditional = simplified != nfkc and is_traditional(nfkc)
     folded = simplified.lower().translate(_QUOTES)
     if nfkc == text and len(folded) == len(text):
         return NormalizedText(text, folded, None, None, traditional)

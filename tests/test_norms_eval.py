@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.norms import DEFAULT_JDDC, cli_main, main, run_jddc
+from eval.norms import DEFAULT_JDDC, cli_main, main, read_cases, run_jddc
 
 DATA = Path(__file__).parent / "data" / "norms_replies.jsonl"
 
@@ -122,6 +122,59 @@ def test_jddc_agent_turns_are_checked_fast() -> None:
     assert report.turns == 6029
     assert 0 < report.flagged < report.turns
     assert report.check_us_mean < 1000
-    # every fixable-only reply is clean after fix
-    assert report.fixed_clean <= report.flagged
+    # every flagged reply whose violations are all fixable is clean after fix; the others are the
+    # replies that need rewording
+    assert 0 < report.needs_rewording < report.flagged
+    assert report.fixed_clean == report.flagged - report.needs_rewording
+    assert report.per_rule["greeting"] <= 994  # the first replies of the 994 sessions
     assert set(report.per_rule) >= {"greeting", "vague", "filler", "rude"}
+
+
+DIALOGUES = Path(__file__).parent / "data" / "norms_dialogues.jsonl"
+
+
+def test_dialogues_report_on_a_small_file() -> None:
+    report = run_jddc(DIALOGUES, examples=1)
+    assert report.turns == 6
+    # s1: wait without apology, bare acknowledgement (嗯嗯: too_short, filler, impolite);
+    # s2: first reply without greeting, filler 哦, impolite; vague; s3: clean
+    assert report.per_rule["wait_without_apology"] == 1
+    assert report.per_rule["greeting"] == 1
+    assert report.per_rule["vague"] == 1
+    assert report.per_rule["too_short"] == 1
+    assert report.flagged == 4
+    assert report.needs_rewording == 1  # the vague reply
+    assert report.fixed_clean == 3
+    assert report.examples["vague"] == ["这个我也不清楚，您问问别人吧。  ['不清楚'@4]"]
+
+
+def test_line_separators_inside_json_strings_do_not_split_lines(tmp_path: Path) -> None:
+    # U+2028, U+0085 and form feed are line breaks for str.splitlines but legal inside JSON strings
+    path = tmp_path / "replies.jsonl"
+    texts = ["您好，第一行\u2028第二行。", "您好，\u0085谢谢。", "您好，\x0c请您查收。"]
+    path.write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n", encoding="utf-8"
+    )
+    cases = read_cases(path)
+    assert [c.text for c in cases] == texts
+    assert [c.line for c in cases] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_wait_is_rejected_with_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    path = _write(tmp_path, ['{"text": "您好"}', '{"text": "您好", "customer_waited_s": ' + value + "}"])
+    assert cli_main(path, True) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "line 2:" in err and "customer_waited_s" in err and "line 1:" not in err
+
+
+def test_table_summary_shows_whole_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(str(DATA), False) == 0
+    out = capsys.readouterr().out
+    late = next(line for line in out.splitlines() if line.startswith("late_without_apology"))
+    assert late.endswith("客户已等待超过 60 秒，回复开头没有为久等致歉")
+    vague = next(line for line in out.splitlines() if line.startswith("vague "))
+    assert vague.endswith("回复含糊")

@@ -160,3 +160,36 @@ def test_prompts_imports_none_of_the_other_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "norms_gbk.toml"
+    path.write_bytes(ZH.encode("gbk"))
+    with pytest.raises(NormsFileError) as info:
+        load_norms(path)
+    assert info.value.keys == ["(file)"]
+    assert "norms_gbk.toml" in str(info.value) and "UTF-8" in info.value.message_en
+
+
+def test_the_same_group_name_in_two_patterns_names_the_key() -> None:
+    # each pattern compiles alone, but the checker joins a rule's patterns into one regex
+    line = "patterns = ['(?:应该|可能|大概|估计|也许|或许)[^,.!?;~。\\s]{0,15}吧']"
+    assert line in ZH
+    text = ZH.replace(
+        line, "patterns = ['(?P<hedge>应该)[^,.!?;~。]{0,15}吧', '(?P<hedge>可能)[^,.!?;~。]{0,15}吧']"
+    )
+    with pytest.raises(NormsFileError) as info:
+        loads_norms(text, source="test.toml")
+    assert info.value.keys == ["rules.vague.patterns"]
+    assert "hedge" in info.value.problems[0].message_en
+
+
+def test_optional_punctuation_keys_and_insert_at() -> None:
+    norms = default_norms("zh")
+    assert norms.insert_separator == "，" and "。" in norms.sentence_end
+    assert norms.rules["wait_without_apology"].insert_at == "clause"
+    assert default_norms("en").rules["wait_without_apology"].insert_at == "sentence"
+    bad = ZH.replace('insert_at = "clause"', 'insert_at = "word"', 1)
+    assert _problem_keys(bad) == ["rules.wait_without_apology.insert_at"]
+    bad = ZH.replace("explanations = [\n", "explanations = [\n    '(',\n", 1)
+    assert _problem_keys(bad) == ["rules.wait_without_apology.explanations[0]"]
