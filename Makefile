@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 serve: $(STAMP)
 	$(VENV)/bin/kefu kb bootstrap
+	$(VENV)/bin/kefu keys demo --port $(PORT)
 	$(VENV)/bin/kefu serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)

@@ -31,11 +31,14 @@ class RetrievalConfig:
     dense_weight: float = 0.7  # share of the dense score when the embedder fully covers the query
     rrf_k: int = 60
     min_coverage: float = 0.5  # below this share of known tokens the dense score is ignored
-    high: float = 0.7  # confidence score thresholds
-    medium: float = 0.45
+    high: float = 0.65  # confidence score thresholds (see docs/benchmarks.md for how they were chosen)
+    medium: float = 0.36
     answer_weight: float = 0.5  # weight of an answer's BM25 score, added to its best question's
+    answer_confidence: float = 0.65  # the most confidence an answer's words alone can give
     dense_pool: int = 200  # texts taken from FAISS per query before fusion
-    sync_interval_s: float = 2.0  # how often a search checks the database for a new KB revision
+    sync_interval_s: float = (
+        0.0  # seconds between checks of the database for a new KB revision (0: every search)
+    )
 
     def __post_init__(self) -> None:
         if self.fusion not in ("weighted", "rrf"):
@@ -215,8 +218,15 @@ class HybridRetriever:
         idx = self.index
         lex_text = idx.texts[lex[1]] if lex else None
         dense_text = idx.texts[dense[1]] if dense else None
-        lm_lex = _dice(qtokens, lex_text.tokens, idx.lexical.idf) if lex_text else 0.0
-        lm_dense = _dice(qtokens, dense_text.tokens, idx.lexical.idf) if dense_text else 0.0
+        idf = idx.lexical.idf
+        lm_lex = _dice(qtokens, lex_text.tokens, idf) if lex_text and lex_text.field != "answer" else 0.0
+        lm_dense = _dice(qtokens, dense_text.tokens, idf) if dense_text else 0.0
+        # An answer that contains the query's words supports the snippet, but never makes it "high"
+        # on its own (answers are long; a question that was anticipated is stronger evidence).
+        answer = next(
+            (idx.texts[i] for i in idx.by_snippet.get(sid, ()) if idx.texts[i].field == "answer"), None
+        )
+        lm_answer = self.config.answer_confidence * _coverage(qtokens, answer.tokens, idf) if answer else 0.0
         dense_score = dense[0] if dense else None
         # The text shown as "matched" is the one that contributed most to the fused score.
         use_dense = dense_text is not None and (
@@ -224,8 +234,8 @@ class HybridRetriever:
         )
         chosen = dense_text if use_dense else lex_text
         assert chosen is not None
-        lexical_match = lm_dense if use_dense else lm_lex
-        confidence_score = (1 - dw) * max(lm_lex, lm_dense) + dw * max(dense_score or 0.0, 0.0)
+        lexical_match = lm_dense if use_dense else max(lm_lex, lm_answer)
+        confidence_score = (1 - dw) * max(lm_lex, lm_dense, lm_answer) + dw * max(dense_score or 0.0, 0.0)
         return Hit(
             snippet=idx.snippets[sid],
             matched_text=chosen.text,
@@ -237,6 +247,13 @@ class HybridRetriever:
             confidence_score=confidence_score,
             confidence=self.label(confidence_score),
         )
+
+
+def _coverage(q: list[str], t: tuple[str, ...], idf: dict[str, float]) -> float:
+    """IDF-weighted share of the query's tokens that the text contains (0..1)."""
+    qs, ts = set(q), set(t)
+    total = sum(idf.get(x, 0.0) for x in qs)
+    return sum(idf.get(x, 0.0) for x in qs & ts) / total if total > 0 else 0.0
 
 
 def _dice(q: list[str], t: tuple[str, ...], idf: dict[str, float]) -> float:

@@ -25,6 +25,7 @@ def _retrieval_from_env() -> RetrievalConfig:
         high=float(_env("KEFU_RETRIEVAL_HIGH", str(d.high))),
         medium=float(_env("KEFU_RETRIEVAL_MEDIUM", str(d.medium))),
         answer_weight=float(_env("KEFU_RETRIEVAL_ANSWER_WEIGHT", str(d.answer_weight))),
+        answer_confidence=float(_env("KEFU_RETRIEVAL_ANSWER_CONFIDENCE", str(d.answer_confidence))),
         dense_pool=int(_env("KEFU_RETRIEVAL_DENSE_POOL", str(d.dense_pool))),
         sync_interval_s=float(_env("KEFU_RETRIEVAL_SYNC_INTERVAL_S", str(d.sync_interval_s))),
     )

@@ -146,10 +146,10 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema (Alembic ``upgrade head``)."""
+def migrate(engine: Engine, script_location: Path = _MIGRATIONS) -> None:
+    """Bring the database to the newest schema (Alembic ``upgrade head`` of ``script_location``)."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(script_location))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -187,6 +187,19 @@ class Routing:
     customer_info_department: str
     record_form: str
     record_recipient: str
+    # norm 9: who a question is referred to when the agent cannot answer it, and when the customer hears back
+    escalation_responsible: str
+    escalation_follow_up: str
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """What a drafted reply must not claim unless its cited snippets say it (the guard's check)."""
+
+    # numbers with their units: prices, dates, durations, quantities
+    fact_pattern: str
+    # promises an agent may only make when the knowledge base makes them
+    promise_terms: tuple[str, ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,6 +215,7 @@ class Norms:
     wait_limit_s: float
     hours: WorkingHours
     routing: Routing
+    grounding: Grounding
     rules: Mapping[str, NormRule]
     templates: Mapping[str, Template]
     to_traditional: str = ""
@@ -556,10 +570,11 @@ def _build(data: Mapping[str, Any], source: str, problems: list[NormsProblem]) -
     wait_limit_s = top.number("wait_limit_s")
     hours = _build_hours(top.table("hours"))
     routing = _build_routing(top.table("routing"))
+    grounding = _build_grounding(top.table("grounding"))
     rules = _build_rules(top.table("rules"))
     templates = _build_templates(top.table("templates"))
     top.finish()
-    if hours is None or routing is None:
+    if hours is None or routing is None or grounding is None:
         return None
     return Norms(
         language=language,
@@ -571,6 +586,7 @@ def _build(data: Mapping[str, Any], source: str, problems: list[NormsProblem]) -
         wait_limit_s=wait_limit_s,
         hours=hours,
         routing=routing,
+        grounding=grounding,
         rules=rules,
         templates=templates,
         to_traditional=to_traditional,
@@ -706,9 +722,24 @@ def _build_routing(r: _Reader | None) -> Routing | None:
         customer_info_department=r.string("customer_info_department"),
         record_form=r.string("record_form"),
         record_recipient=r.string("record_recipient"),
+        escalation_responsible=r.string("escalation_responsible"),
+        escalation_follow_up=r.string("escalation_follow_up"),
     )
     r.finish()
     return routing
+
+
+def _build_grounding(r: _Reader | None) -> Grounding | None:
+    if r is None:
+        return None
+    pattern = r.string("fact_pattern")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        r.problem(r.key("fact_pattern"), f"正则表达式无效：{exc}", f"invalid regular expression: {exc}")
+    grounding = Grounding(fact_pattern=pattern, promise_terms=r.strings("promise_terms"))
+    r.finish()
+    return grounding
 
 
 _TEXT_VARIABLES = NORM_VARIABLES - {"rules"}

@@ -1,7 +1,7 @@
 """The Litestar application factory.
 
-Heavy resources (embedding model, indexes) are created once in the lifespan and handed to
-handlers by dependency injection; domain errors are mapped to HTTP in one place.
+Heavy resources (embedding model, indexes, norms, LLM client) are created once in the lifespan and
+handed to handlers by dependency injection; domain errors are mapped to HTTP in one place.
 """
 
 from __future__ import annotations
@@ -11,32 +11,52 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
-from litestar.di import NamedDependency, Provide
+from litestar import Litestar, Request, Response
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from knowledge.errors import ConflictError, ImportFailed, KefuError, NotFoundError, ValidationError
 from knowledge.service import KnowledgeBase
-from suggest.knowledge_api import KnowledgeController
+from prompts import NormsError, load_norms
+from prompts.intents import default_intents, load_intents
+from suggest.auth import KeyCache, auth_middleware
+from suggest.drafting import Drafter
+from suggest.errors import AlreadyDecided, Forbidden, NormsRefused, PreconditionFailed, Unauthorized
+from suggest.knowledge_api import KnowledgeController, PreconditionRequired
+from suggest.metrics import Metrics
+from suggest.ops import RequestMetrics, health, metrics
+from suggest.pipeline import SuggestionPipeline
 from suggest.settings import Settings
+from suggest.storage import SuggestStore
+from suggest.stream_api import stream_suggestion
+from suggest.suggest_api import SuggestionController
 
 log = logging.getLogger("kefu")
 
-_STATUS = {
-    NotFoundError: 404,
-    ConflictError: 409,
-    ValidationError: 422,
-    ImportFailed: 422,
-}
+#: Domain errors to HTTP status codes, most specific first.
+_STATUS: list[tuple[type[Exception], int]] = [
+    (PreconditionRequired, 428),
+    (PreconditionFailed, 412),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFoundError, 404),
+    (AlreadyDecided, 409),
+    (ConflictError, 409),
+    (NormsRefused, 422),
+    (ValidationError, 422),
+    (ImportFailed, 422),
+]
 
 
 def _kefu_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    assert isinstance(exc, KefuError)
-    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+    assert isinstance(exc, KefuError | NormsError)
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     if status == 500:
-        log.exception("unexpected domain error", exc_info=exc)
-    return Response({"error": exc.to_dict()}, status_code=status)
+        log.error("unexpected domain error: %s", exc, exc_info=exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response({"error": exc.to_dict()}, status_code=status, headers=headers)
 
 
 def _validation_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -45,8 +65,8 @@ def _validation_error(_request: Request[Any, Any, Any], exc: Exception) -> Respo
         {
             "error": {
                 "code": "bad_request",
-                "message_zh": "请求内容不正确，请检查字段",
-                "message_en": "the request is invalid; check the fields",
+                "message_zh": "请求内容不正确，请检查字段和 JSON 格式",
+                "message_en": "the request is invalid; check the fields and the JSON",
                 "details": exc.extra,
             }
         },
@@ -56,42 +76,46 @@ def _validation_error(_request: Request[Any, Any, Any], exc: Exception) -> Respo
 
 def _http_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, HTTPException)
+    zh = {404: "没有这个地址", 405: "不支持这个请求方法", 413: "请求太大"}.get(
+        exc.status_code, str(exc.detail)
+    )
     return Response(
-        {"error": {"code": "http_error", "message_zh": str(exc.detail), "message_en": str(exc.detail)}},
+        {"error": {"code": "http_error", "message_zh": zh, "message_en": str(exc.detail)}},
         status_code=exc.status_code,
     )
 
 
-@get("/health", tags=["ops"], sync_to_thread=True)
-def health(kb: NamedDependency[KnowledgeBase]) -> Response[dict[str, Any]]:
-    """Liveness and readiness: the database answers and the index follows the KB revision."""
-    checks: dict[str, Any] = {}
-    ok = True
-    try:
-        db_rev = kb.store.revision()
-        checks["database"] = {"ok": True, "dialect": kb.store.dialect, "kb_revision": db_rev}
-    except Exception as e:  # the database is down: not ready
-        ok = False
-        db_rev = None
-        checks["database"] = {"ok": False, "error": str(e)[:200]}
-    idx = kb.index
-    checks["index"] = {
-        "ok": idx.kb_revision >= 0,
-        "kb_revision": idx.kb_revision,
-        "snippets": len(idx.snippets),
-        "texts": len(idx.texts),
-        "dense": idx.dense.kind,
-        "model": kb.embedder.model_id,
-        "behind": None if db_rev is None else max(0, db_rev - idx.kb_revision),
-    }
-    ok = ok and idx.kb_revision >= 0
+def _internal_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unhandled error: %s", exc, exc_info=exc)
     return Response(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+        {
+            "error": {
+                "code": "internal_error",
+                "message_zh": "服务内部错误，已记录日志；请稍后重试",
+                "message_en": "internal error (logged); please try again later",
+            }
+        },
+        status_code=500,
     )
+
+
+def make_drafter(settings: Settings) -> Drafter | None:
+    if not settings.llm.enabled:
+        return None
+    from suggest.openai_drafter import OpenAIDrafter
+
+    return OpenAIDrafter(settings.llm)
 
 
 def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = None) -> Litestar:
     settings = settings or Settings()
+    metrics_ = Metrics()
+    norms = load_norms(settings.norms.norms)
+    intents = (
+        default_intents(settings.norms.intents)
+        if settings.norms.intents in ("zh", "en")
+        else load_intents(settings.norms.intents)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -99,7 +123,19 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
             logging.getLogger(noisy).setLevel(logging.WARNING)
         knowledge = kb or KnowledgeBase(settings.knowledge)
         knowledge.open_index()
+        store = SuggestStore(knowledge.store.engine)
+        metrics_.track_decision_rates(store.decision_counts)
         app.state.kb = knowledge
+        app.state.key_cache = KeyCache(store, settings.app.key_cache_s)
+        app.state.pipeline = SuggestionPipeline(
+            knowledge,
+            store,
+            norms,
+            intents,
+            settings.suggest,
+            drafter=make_drafter(settings),
+            metrics=metrics_,
+        )
         try:
             yield
         finally:
@@ -107,17 +143,34 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
                 knowledge.close()
 
     def provide_kb(request: Request[Any, Any, Any]) -> KnowledgeBase:
-        kb: KnowledgeBase = request.app.state.kb
-        return kb
+        kb_: KnowledgeBase = request.app.state.kb
+        return kb_
+
+    def provide_pipeline(request: Request[Any, Any, Any]) -> SuggestionPipeline:
+        p: SuggestionPipeline = request.app.state.pipeline
+        return p
+
+    def provide_metrics() -> Metrics:
+        return metrics_
 
     return Litestar(
-        route_handlers=[health, KnowledgeController],
-        dependencies={"kb": Provide(provide_kb, sync_to_thread=False)},
+        route_handlers=[health, metrics, KnowledgeController, SuggestionController, stream_suggestion],
+        dependencies={
+            "kb": Provide(provide_kb, sync_to_thread=False),
+            "pipeline": Provide(provide_pipeline, sync_to_thread=False),
+            "metrics": Provide(provide_metrics, sync_to_thread=False),
+        },
+        middleware=[
+            DefineMiddleware(RequestMetrics, metrics=metrics_),
+            auth_middleware(settings.app.require_keys, lambda app: app.state.key_cache),
+        ],
         lifespan=[lifespan],
         exception_handlers={
             KefuError: _kefu_error,
+            NormsError: _kefu_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
+            Exception: _internal_error,
         },
         openapi_config=OpenAPIConfig(title="kefu-assist", version="0.1.0", path="/schema"),
         debug=False,

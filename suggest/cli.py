@@ -8,6 +8,7 @@ import sys
 from eval.cli import add_eval_parser, run_eval
 from knowledge.cli import add_kb_parser, handle_error, run_kb
 from knowledge.errors import KefuError
+from suggest.keys_cli import add_keys_parser, run_keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     add_kb_parser(sub)
     add_eval_parser(sub)
+    add_keys_parser(sub)
     return parser
 
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_kb(args)
         if args.cmd == "eval":
             return run_eval(args)
+        if args.cmd == "keys":
+            return run_keys(args)
     except KefuError as e:
         return handle_error(e)
     except KeyboardInterrupt:

@@ -1,17 +1,27 @@
-"""Knowledge endpoints: hit testing (search) for now; snippet CRUD comes with the suggestion API."""
+"""Knowledge endpoints for content staff: snippets with ETag/If-Match, hit testing, import."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import PurePath
+from typing import Annotated, Any
 
-from litestar import Controller, post
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery, JSONBody
 
-from knowledge.errors import ValidationError
-from knowledge.model import KINDS, SnippetFilter
+from knowledge.errors import ConflictError, ValidationError
+from knowledge.io import FORMATS, detect_format, parse_snippets, snippet_from_dict
+from knowledge.model import CONTENT_FIELDS, KINDS, STATUSES, Snippet, SnippetFilter
 from knowledge.service import KnowledgeBase
+from suggest.auth import EDITORS, READERS, allow
+from suggest.errors import PreconditionFailed
+
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
 @dataclass
@@ -25,11 +35,37 @@ class SearchRequest:
     any_status: bool = False
 
 
+def etag(s: Snippet) -> str:
+    return f'"v{s.version}"'
+
+
+def _with_etag(s: Snippet, status: int = 200) -> Response[dict[str, Any]]:
+    return Response(s.to_dict(), status_code=status, headers={"ETag": etag(s)})
+
+
+def _if_match(request: Request[Any, Any, Any]) -> int:
+    """The version the writer read, from If-Match; a write without it is refused (428)."""
+    raw = request.headers.get("if-match", "").strip()
+    if not raw:
+        raise PreconditionRequired(
+            "请带上 If-Match 请求头（读取时得到的 ETag），以免覆盖别人的修改",
+            "send the If-Match header (the ETag you read) so that nobody's change is overwritten",
+        )
+    tag = raw.removeprefix("W/").strip('"').removeprefix("v")
+    if not tag.isdigit():
+        raise ValidationError(f"If-Match 无效：{raw}", f'invalid If-Match: {raw!r} (use the ETag, e.g. "v3")')
+    return int(tag)
+
+
+class PreconditionRequired(PreconditionFailed):
+    code = "precondition_required"
+
+
 class KnowledgeController(Controller):
     path = "/v1/knowledge"
     tags = ["knowledge"]  # noqa: RUF012 - Litestar reads a plain list
 
-    @post("/search", sync_to_thread=True, status_code=200)
+    @post("/search", sync_to_thread=True, status_code=200, guards=[allow(*READERS)])
     def search(self, data: JSONBody[SearchRequest], kb: NamedDependency[KnowledgeBase]) -> dict[str, Any]:
         """What a query retrieves: hits with the matched text, scores and a confidence label."""
         if not data.query.strip():
@@ -45,3 +81,113 @@ class KnowledgeController(Controller):
             kinds=data.kinds, products=data.products, tags=data.tags, any_status=data.any_status
         )
         return kb.retriever.search(data.query, k=data.k, flt=flt).to_dict()
+
+    @get("/snippets", sync_to_thread=True, guards=[allow(*READERS)])
+    def list_snippets(
+        self,
+        kb: NamedDependency[KnowledgeBase],
+        kind: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        product: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
+        q: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        offset: FromQuery[int] = 0,
+    ) -> dict[str, Any]:
+        """Snippets, filtered and paged (id order)."""
+        if kind is not None and kind not in KINDS:
+            raise ValidationError(f"未知类型：{kind}", f"unknown kind {kind!r}")
+        if status is not None and status not in STATUSES:
+            raise ValidationError(f"未知状态：{status}", f"unknown status {status!r}")
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise ValidationError(
+                "limit 必须在 1 到 1000 之间，offset 不能为负", "limit must be 1-1000, offset >= 0"
+            )
+        items = kb.store.list_snippets(kind=kind, status=status, product=product, tag=tag, query=q)
+        return {
+            "total": len(items),
+            "offset": offset,
+            "items": [s.to_dict() for s in items[offset : offset + limit]],
+            "kb_revision": kb.store.revision(),
+        }
+
+    @post("/snippets", sync_to_thread=True, guards=[allow(*EDITORS)])
+    def create(
+        self,
+        data: JSONBody[dict[str, Any]],
+        kb: NamedDependency[KnowledgeBase],
+        request: Request[Any, Any, Any],
+    ) -> Response[dict[str, Any]]:
+        """Create a snippet (a draft unless ``status`` says otherwise); the response carries its ETag."""
+        snippet = snippet_from_dict(data, source="request", location="body", default_status="draft")
+        return _with_etag(kb.store.add(snippet, actor=_actor(request)), 201)
+
+    @get("/snippets/{snippet_id:str}", sync_to_thread=True, guards=[allow(*READERS)])
+    def read(self, snippet_id: FromPath[str], kb: NamedDependency[KnowledgeBase]) -> Response[dict[str, Any]]:
+        return _with_etag(kb.store.get(snippet_id))
+
+    @put("/snippets/{snippet_id:str}", sync_to_thread=True, guards=[allow(*EDITORS)])
+    def update(
+        self,
+        snippet_id: FromPath[str],
+        data: JSONBody[dict[str, Any]],
+        kb: NamedDependency[KnowledgeBase],
+        request: Request[Any, Any, Any],
+    ) -> Response[dict[str, Any]]:
+        """Change content fields (those given); If-Match must carry the ETag you read, else 412."""
+        version = _if_match(request)
+        changes = {k: v for k, v in data.items() if k not in ("id", "version", "updated_at", "updated_by")}
+        if "id" in data and data["id"] != snippet_id:
+            raise ValidationError("不能修改编号 id", "the id cannot be changed")
+        unknown = sorted(set(changes) - set(CONTENT_FIELDS))
+        if unknown:
+            raise ValidationError(f"未知字段：{unknown}", f"unknown fields: {unknown}")
+        with _stale_is_412():
+            s = kb.store.update(snippet_id, changes, expected_version=version, actor=_actor(request))
+        return _with_etag(s)
+
+    @delete("/snippets/{snippet_id:str}", sync_to_thread=True, guards=[allow(*EDITORS)], status_code=204)
+    def remove(
+        self, snippet_id: FromPath[str], kb: NamedDependency[KnowledgeBase], request: Request[Any, Any, Any]
+    ) -> None:
+        """Delete a snippet (its history stays); If-Match must carry the ETag you read."""
+        version = _if_match(request)
+        with _stale_is_412():
+            kb.store.delete(snippet_id, expected_version=version, actor=_actor(request))
+
+    @post("/import", sync_to_thread=True, guards=[allow(*EDITORS)], status_code=200)
+    def import_file(
+        self,
+        data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
+        kb: NamedDependency[KnowledgeBase],
+        request: Request[Any, Any, Any],
+        format: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """Import a JSONL, CSV, XLSX or Markdown file (form field ``data``); any error imports nothing."""
+        name = PurePath(data.filename or "upload").name
+        fmt = format or detect_format(name)
+        if fmt not in FORMATS:
+            raise ValidationError(f"未知格式：{fmt}", f"unknown format {fmt!r}; use one of {FORMATS}")
+        content = data.file.read(MAX_IMPORT_BYTES + 1)
+        if len(content) > MAX_IMPORT_BYTES:
+            raise ValidationError(
+                f"文件太大（最多 {MAX_IMPORT_BYTES // 1024 // 1024} MB）",
+                f"file too large (at most {MAX_IMPORT_BYTES // 1024 // 1024} MB)",
+            )
+        items = parse_snippets(content, fmt, source=name)
+        report = kb.store.import_snippets(items, actor=_actor(request))
+        return {"file": name, **report.to_dict()}
+
+
+@contextmanager
+def _stale_is_412() -> Iterator[None]:
+    """Over HTTP a stale version is a failed precondition (412), as If-Match prescribes."""
+    try:
+        yield
+    except ConflictError as e:
+        raise PreconditionFailed(e.message_zh, e.message_en, details=e.details) from e
+
+
+def _actor(request: Request[Any, Any, Any]) -> str:
+    key = request.scope.get("user")
+    return f"key:{getattr(key, 'name', 'anonymous')}"

@@ -17,6 +17,8 @@ from knowledge.io import read_snippets
 from knowledge.model import Snippet
 from knowledge.store import Store
 
+pytest_plugins = ["tests.fake_openai"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PG_ADMIN_URL = os.environ.get("KEFU_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

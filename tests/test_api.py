@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
-from suggest.app import create_app
-from suggest.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from suggest.settings import AppSettings, Settings
+from tests.helpers_server import serve
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +28,8 @@ def server(
     store = Store(ks.database_url)
     store.import_snippets(demo_snippets, actor="t")
     kb = KnowledgeBase(ks, store=store, embedder=minilm)
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(Settings(knowledge=ks), kb=kb), host="127.0.0.1", port=port, log_level="warning"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", kb
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(Settings(knowledge=ks, app=AppSettings(require_keys=False)), kb) as running:
+        yield running.base, kb
     kb.close()
 
 

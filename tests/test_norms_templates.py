@@ -19,6 +19,9 @@ SAMPLES = {
         "cause": "系统故障",
         "customer_message": "我的快递到哪里了？",
         "snippets": "[faq-1] 快递多久到：一般两到三天送达。",
+        "related": "退款多久能到账",
+        "a": "退货流程是怎样的",
+        "b": "退款多久能到账",
     },
     "en": {
         "answer": "Unopened items can be returned within seven days.",
@@ -30,6 +33,9 @@ SAMPLES = {
         "cause": "a system failure",
         "customer_message": "Where is my parcel?",
         "snippets": "[faq-1] Delivery time: two to three days.",
+        "related": "When will my refund arrive",
+        "a": "How do I return an item",
+        "b": "When will my refund arrive",
     },
 }
 LLM_TEMPLATES = {"system_prompt", "llm_user"}

@@ -1,0 +1,277 @@
+"""One suggestion: intent -> retrieve -> plan -> draft -> guard -> rank -> store.
+
+The pipeline is plain Python (no HTTP): the API, the evaluators and the benchmark all call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from knowledge.errors import ValidationError
+from knowledge.model import SnippetFilter
+from knowledge.retriever import Hit, SearchResult
+from knowledge.service import KnowledgeBase
+from prompts import CheckContext, Norms
+from prompts.intents import IntentRules
+from suggest.drafting import DraftCandidate, Drafter, DrafterError, DraftJob, Plan, Turn
+from suggest.guard import Guard, GuardedDraft, rank
+from suggest.metrics import Metrics
+from suggest.settings import SuggestSettings
+from suggest.storage import SuggestStore
+from suggest.template_drafter import TemplateDrafter
+
+log = logging.getLogger(__name__)
+
+ROLES = ("customer", "agent")
+
+
+@dataclass
+class SuggestionRequest:
+    conversation_id: str
+    customer_message: str
+    history: list[Turn] = field(default_factory=list)
+    customer_waited_s: float | None = None
+    n: int | None = None
+    channel: str | None = None
+    customer: dict[str, Any] | None = None
+
+
+@dataclass
+class Prepared:
+    """Everything decided before drafting (shared by the ordinary and the streaming endpoint)."""
+
+    id: str
+    request: SuggestionRequest
+    job: DraftJob
+    retrieval: SearchResult
+    intent: tuple[str, float]
+    route: str | None
+    escalate: bool
+    timings: dict[str, float]
+    started: float
+
+
+class SuggestionPipeline:
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        store: SuggestStore,
+        norms: Norms,
+        intents: IntentRules,
+        settings: SuggestSettings,
+        *,
+        drafter: Drafter | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.kb = kb
+        self.store = store
+        self.norms = norms
+        self.intents = intents
+        self.settings = settings
+        self.template = TemplateDrafter()
+        self.drafter: Drafter = drafter or self.template
+        self.guard = Guard(norms)
+        self.metrics = metrics or Metrics()
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def validate(self, req: SuggestionRequest) -> None:
+        msg = req.customer_message
+        if not msg or not msg.strip():
+            raise ValidationError("客户消息不能为空", "customer_message must not be empty")
+        if len(msg) > self.settings.max_message_chars:
+            raise ValidationError(
+                f"客户消息太长：{len(msg)} 个字符，最多 {self.settings.max_message_chars}",
+                f"customer_message too long: {len(msg)} characters, at most {self.settings.max_message_chars}",
+            )
+        if not req.conversation_id or not req.conversation_id.strip() or len(req.conversation_id) > 128:
+            raise ValidationError(
+                "conversation_id 必须是 1 到 128 个字符", "conversation_id must be 1 to 128 characters"
+            )
+        if req.n is not None and not 1 <= req.n <= 5:
+            raise ValidationError("n 必须在 1 到 5 之间", "n must be between 1 and 5")
+        if req.customer_waited_s is not None and not 0 <= req.customer_waited_s < 10**7:
+            raise ValidationError(
+                "customer_waited_s 必须是非负的秒数",
+                "customer_waited_s must be a non-negative number of seconds",
+            )
+        for i, turn in enumerate(req.history):
+            if turn.role not in ROLES:
+                raise ValidationError(
+                    f"history[{i}].role 必须是 customer 或 agent",
+                    f"history[{i}].role must be customer or agent",
+                )
+            if len(turn.text) > self.settings.max_message_chars:
+                raise ValidationError(f"history[{i}].text 太长", f"history[{i}].text is too long")
+        if len(req.history) > 200:
+            raise ValidationError("history 最多 200 条", "history holds at most 200 turns")
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def prepare(self, req: SuggestionRequest) -> Prepared:
+        self.validate(req)
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        conv = self.store.conversation(req.conversation_id)
+        first_reply = (conv is None or conv.agent_replies == 0) and not any(
+            t.role == "agent" for t in req.history
+        )
+
+        t0 = time.perf_counter()
+        retrieval = self.kb.retriever.search(req.customer_message, k=5, flt=SnippetFilter())
+        timings["retrieve"] = (time.perf_counter() - t0) * 1000
+
+        label, confidence = self.intents.classify(req.customer_message)
+        top = retrieval.hits[0] if retrieval.hits else None
+        if (
+            top is not None
+            and top.snippet.kind == "restricted"
+            and top.confidence in ("high", "medium")
+            and label not in ("complaint", "suggestion")
+        ):
+            label, confidence = "restricted", round(top.confidence_score, 3)
+        plan = self._plan(label, retrieval)
+        route = self._route(label)
+        job = DraftJob(
+            customer_message=req.customer_message,
+            history=tuple(req.history),
+            plan=plan,
+            n=req.n or self.settings.default_n,
+            norms=self.norms,
+            first_reply=first_reply,
+            customer_waited_s=req.customer_waited_s,
+            intent=label,
+            focus_terms=self.intents.focus_terms(req.customer_message),
+        )
+        return Prepared(
+            id=uuid.uuid4().hex,
+            request=req,
+            job=job,
+            retrieval=retrieval,
+            intent=(label, confidence),
+            route=route,
+            escalate=plan.kind == "escalate",
+            timings=timings,
+            started=started,
+        )
+
+    def _plan(self, intent: str, retrieval: SearchResult) -> Plan:
+        hits = tuple(retrieval.hits)
+        direct = {
+            "chit_chat": "greeting",
+            "closing": "closing",
+            "complaint": "complaint",
+            "suggestion": "suggestion",
+        }
+        if intent in direct:
+            return Plan(direct[intent], hits, reason=f"intent {intent}")
+        if intent == "restricted":
+            return Plan(
+                "tactful_refusal",
+                tuple(h for h in hits if h.snippet.kind == "restricted"),
+                reason="restricted",
+            )
+        answerable = [h for h in hits if h.snippet.kind != "restricted" and h.snippet.answer.strip()]
+        if not answerable or answerable[0].confidence == "low":
+            return Plan("escalate", hits, reason="low retrieval confidence" if hits else "no knowledge found")
+        a = answerable[0]
+        b = answerable[1] if len(answerable) > 1 else None
+        if b is not None and b.confidence != "low" and a.score - b.score < self.settings.clarify_margin:
+            return Plan("clarify", tuple(answerable), alternatives=(a, b), reason="two close snippets")
+        return Plan("answer", tuple(answerable), reason=f"top hit {a.confidence}")
+
+    def _route(self, intent: str) -> str | None:
+        r = self.norms.routing
+        return {
+            "complaint": r.complaint_department,
+            "suggestion": r.suggestion_department,
+            "customer_info": r.customer_info_department,
+        }.get(intent)
+
+    def draft(self, prep: Prepared) -> tuple[list[DraftCandidate], str | None]:
+        """Drafts from the configured drafter; on any failure, template drafts and the reason."""
+        t0 = time.perf_counter()
+        reason = None
+        if self.drafter is self.template:
+            cands = self.template.draft(prep.job)
+        else:
+            try:
+                cands = self.drafter.draft(prep.job)
+                if not cands:
+                    raise DrafterError("the LLM returned no drafts")
+            except DrafterError as e:
+                reason = str(e) or type(e).__name__
+                log.warning("LLM drafter failed, using templates: %s", reason)
+                self.metrics.fallback(reason)
+                cands = self.template.draft(prep.job)
+        prep.timings["draft"] = (time.perf_counter() - t0) * 1000
+        return cands, reason
+
+    def finish(
+        self, prep: Prepared, cands: list[DraftCandidate], fallback_reason: str | None, drafter: str
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ctx = CheckContext(first_reply=prep.job.first_reply, customer_waited_s=prep.job.customer_waited_s)
+        cited = {h.snippet_id: f"{h.snippet.question}\n{h.snippet.answer}" for h in prep.retrieval.hits}
+        guarded: list[GuardedDraft] = [
+            self.guard.apply(f"{prep.id[:12]}-{i + 1}", c, ctx, cited) for i, c in enumerate(cands)
+        ]
+        drafts = rank(guarded)
+        prep.timings["guard"] = (time.perf_counter() - t0) * 1000
+        prep.timings["total"] = (time.perf_counter() - prep.started) * 1000
+        label, confidence = prep.intent
+        response: dict[str, Any] = {
+            "id": prep.id,
+            "conversation_id": prep.request.conversation_id,
+            "drafts": [d.to_dict() for d in drafts],
+            "intent": {"label": label, "confidence": confidence},
+            "route": prep.route,
+            "escalate": prep.escalate,
+            "plan": {"kind": prep.job.plan.kind, "reason": prep.job.plan.reason},
+            "first_reply": prep.job.first_reply,
+            "customer_waited_s": prep.job.customer_waited_s,
+            "drafter": drafter,
+            "fallback": fallback_reason is not None,
+            "fallback_reason": fallback_reason,
+            "retrieval": {
+                "confidence": prep.retrieval.confidence,
+                "kb_revision": prep.retrieval.kb_revision,
+                "hits": [_hit_dict(h) for h in prep.retrieval.hits],
+            },
+            "timings_ms": {k: round(v, 2) for k, v in prep.timings.items()},
+        }
+        self.store.record_suggestion(
+            suggestion_id=prep.id,
+            conversation_id=prep.request.conversation_id,
+            customer_message=prep.request.customer_message,
+            channel=prep.request.channel,
+            customer=prep.request.customer,
+            response=response,
+            intent=label,
+            intent_confidence=confidence,
+            route=prep.route,
+            escalate=prep.escalate,
+            fallback=fallback_reason is not None,
+            drafter=drafter,
+            kb_revision=prep.retrieval.kb_revision,
+        )
+        self.metrics.suggestion(label, [d.kind for d in drafts])
+        return response
+
+    def suggest(self, req: SuggestionRequest) -> dict[str, Any]:
+        prep = self.prepare(req)
+        cands, reason = self.draft(prep)
+        drafter = (
+            self.template.name if reason is not None or self.drafter is self.template else self.drafter.name
+        )
+        return self.finish(prep, cands, reason, drafter)
+
+
+def _hit_dict(h: Hit) -> dict[str, Any]:
+    d = h.to_dict()
+    d.pop("answer", None)
+    return d

@@ -1,0 +1,142 @@
+"""Suggestion endpoints: what the agent console calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from knowledge.errors import NotFoundError, ValidationError
+from prompts import CheckContext
+from suggest.auth import AGENTS, allow
+from suggest.drafting import Turn
+from suggest.errors import NormsRefused
+from suggest.pipeline import SuggestionPipeline, SuggestionRequest
+
+
+@dataclass
+class HistoryTurn:
+    role: Literal["customer", "agent"]
+    text: str
+    at: str | None = None
+
+
+@dataclass
+class Customer:
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class SuggestionBody:
+    conversation_id: str
+    customer_message: str
+    history: list[HistoryTurn] = field(default_factory=list)
+    customer_waited_s: float | None = None
+    n: int | None = None
+    channel: str | None = None
+    customer: Customer | None = None
+
+    def to_request(self) -> SuggestionRequest:
+        return SuggestionRequest(
+            conversation_id=self.conversation_id,
+            customer_message=self.customer_message,
+            history=[Turn(t.role, t.text, t.at) for t in self.history],
+            customer_waited_s=self.customer_waited_s,
+            n=self.n,
+            channel=self.channel,
+            customer={"id": self.customer.id, "name": self.customer.name} if self.customer else None,
+        )
+
+
+@dataclass
+class DecisionBody:
+    action: Literal["approve", "edit", "reject"]
+    agent_id: str
+    draft_id: str | None = None
+    final_text: str | None = None
+    reason: str | None = None
+
+
+class SuggestionController(Controller):
+    path = "/v1/suggestions"
+    tags = ["suggestions"]  # noqa: RUF012 - Litestar reads a plain list
+    guards = [allow(*AGENTS)]  # noqa: RUF012
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def suggest(
+        self, data: JSONBody[SuggestionBody], pipeline: NamedDependency[SuggestionPipeline]
+    ) -> dict[str, Any]:
+        """Drafts for the customer's message: retrieved snippets, norms-guarded replies, intent and route."""
+        return pipeline.suggest(data.to_request())
+
+    @post("/{suggestion_id:str}/decision", sync_to_thread=True, status_code=201)
+    def decide(
+        self,
+        suggestion_id: FromPath[str],
+        data: JSONBody[DecisionBody],
+        pipeline: NamedDependency[SuggestionPipeline],
+        request: Request[Any, Any, Any],
+    ) -> dict[str, Any]:
+        """The agent approves, edits or rejects a draft; the reply that is sent is checked against the norms."""
+        return record_decision(pipeline, suggestion_id, data)
+
+
+def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: DecisionBody) -> dict[str, Any]:
+    if not data.agent_id.strip() or len(data.agent_id) > 128:
+        raise ValidationError("agent_id 必须是 1 到 128 个字符", "agent_id must be 1 to 128 characters")
+    sug = pipeline.store.suggestion(suggestion_id)
+    drafts = {d["id"]: d for d in sug["drafts"]}
+    if data.draft_id is not None and data.draft_id not in drafts:
+        raise NotFoundError(
+            f"建议 {suggestion_id} 中没有草稿 {data.draft_id}", f"suggestion has no draft {data.draft_id!r}"
+        )
+    final_text: str | None
+    if data.action == "approve":
+        if data.draft_id is None:
+            raise ValidationError("批准时必须给出 draft_id", "approve needs draft_id")
+        final_text = drafts[data.draft_id]["text"]
+    elif data.action == "edit":
+        final_text = (data.final_text or "").strip()
+        if not final_text:
+            raise ValidationError(
+                "修改时必须给出 final_text（发送给客户的文字）", "edit needs final_text (the reply sent)"
+            )
+        if len(final_text) > pipeline.settings.max_message_chars:
+            raise ValidationError("final_text 太长", "final_text is too long")
+    else:
+        if not (data.reason or "").strip():
+            raise ValidationError("拒绝时请写明原因（reason）", "reject needs a reason")
+        final_text = None
+    violations: list[dict[str, Any]] = []
+    if final_text is not None:
+        ctx = CheckContext(
+            first_reply=bool(sug.get("first_reply")), customer_waited_s=sug.get("customer_waited_s")
+        )
+        found = pipeline.norms.check(final_text, ctx)
+        violations = [v.to_dict() for v in found]
+        errors = [v for v in found if v.severity == "error"]
+        if errors and pipeline.settings.refuse_error_level:
+            raise NormsRefused(
+                "回复违反了服务规范：" + "；".join(v.message for v in errors) + "。请修改后再发送",
+                "the reply breaks the service norms ("
+                + ", ".join(v.rule_id for v in errors)
+                + "); fix it and send again",
+                details=violations,
+            )
+    out = pipeline.store.record_decision(
+        suggestion_id=suggestion_id,
+        conversation_id=sug["conversation_id"],
+        action=data.action,
+        draft_id=data.draft_id,
+        final_text=final_text,
+        agent_id=data.agent_id.strip(),
+        reason=data.reason,
+        violations=violations,
+    )
+    pipeline.metrics.decision(data.action)
+    out.update({"final_text": final_text, "violations": violations, "draft_id": data.draft_id})
+    return out
