@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import faiss
+
 from knowledge.embedding import BUNDLED_MODEL, Embedder, SentenceTransformerEmbedder
 from knowledge.index import KnowledgeIndex
 from knowledge.retriever import HybridRetriever
@@ -52,6 +54,7 @@ class KnowledgeBase:
         embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings or KnowledgeSettings()
+        faiss.omp_set_num_threads(max(1, self.settings.faiss_threads))
         self.store = store or Store(self.settings.database_url)
         self.embedder = embedder or SentenceTransformerEmbedder(active_model(self.store, self.settings))
         self.analyzer = Analyzer(self.settings.analyzer, kb_terms(self.store))

@@ -46,4 +46,7 @@ class KnowledgeSettings:
     analyzer: str = field(default_factory=lambda: _env("KEFU_ANALYZER", "wcb"))
     #: Past this many indexed texts the dense index is HNSW instead of flat.
     hnsw_threshold: int = field(default_factory=lambda: int(_env("KEFU_HNSW_THRESHOLD", "50000")))
+    #: OpenMP threads FAISS may use for one search. Queries come one at a time from many requests, and
+    #: on a busy machine spinning threads cost more than they save (measured in docs/benchmarks.md).
+    faiss_threads: int = field(default_factory=lambda: int(_env("KEFU_FAISS_THREADS", "1")))
     retrieval: RetrievalConfig = field(default_factory=_retrieval_from_env)

@@ -29,6 +29,8 @@ from knowledge.model import CONTENT_FIELDS, KINDS, STATUSES, Snippet
 from knowledge.validate import clean_snippet
 
 DEFAULT_DATABASE_URL = "sqlite:///var/kefu.db"
+#: Set in ``Connection.info`` for a transaction that will write (SQLite: BEGIN IMMEDIATE).
+WRITE_FLAG = "kefu_write"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -126,7 +128,8 @@ def create_db_engine(url: str) -> Engine:
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # isolation_level=None: the driver leaves transactions to the "begin" event below.
+        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -137,8 +140,9 @@ def create_db_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            # Take the write lock at the start, so two writers serialise instead of failing midway.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A write transaction takes the write lock at its start, so two writers serialise instead
+            # of failing midway; reads begin deferred and never wait for a writer (WAL).
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(WRITE_FLAG) else "BEGIN")
 
         return engine
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("", "psycopg2"):
@@ -146,11 +150,23 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` for a transaction that writes (on SQLite it takes the write lock first)."""
+    with engine.connect() as conn:
+        conn.info[WRITE_FLAG] = True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info.pop(WRITE_FLAG, None)
+
+
 def migrate(engine: Engine, script_location: Path = _MIGRATIONS) -> None:
     """Bring the database to the newest schema (Alembic ``upgrade head`` of ``script_location``)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location))
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -287,7 +303,7 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[tuple[Connection, int]]:
         """A write transaction with the next KB revision number, committed as one."""
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             # The UPDATE takes the row lock (PostgreSQL) / the write lock (SQLite), so revisions
             # are handed out one at a time and never reused.
             conn.execute(
@@ -458,7 +474,7 @@ class Store:
         return default if v is None else str(v)
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             updated = conn.execute(
                 t.kb_meta.update().where(t.kb_meta.c.key == key).values(value=value)
             ).rowcount
@@ -493,7 +509,7 @@ class Store:
             if h not in have
         ]
         if rows:
-            with self.engine.begin() as conn:
+            with writing(self.engine) as conn:
                 conn.execute(t.embeddings.insert(), rows)
 
 

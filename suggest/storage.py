@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from knowledge.errors import NotFoundError, ValidationError
-from knowledge.store import migrate
+from knowledge.store import migrate, writing
 from suggest import schema as t
 from suggest.errors import AlreadyDecided
 
@@ -98,7 +98,7 @@ class SuggestStore:
     ) -> None:
         """Store the customer's message and the suggestion, creating the conversation if new (one transaction)."""
         at = _now()
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             exists = conn.execute(
                 select(t.conversations.c.id).where(t.conversations.c.id == conversation_id)
             ).first()
@@ -172,7 +172,7 @@ class SuggestStore:
         violations: list[dict[str, Any]],
     ) -> dict[str, Any]:
         at = _now()
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             if conn.execute(
                 select(t.decisions.c.id).where(t.decisions.c.suggestion_id == suggestion_id)
             ).first():
@@ -229,7 +229,7 @@ class SuggestStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         at = _now()
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(
                 t.api_keys.insert().values(
                     id=key_id, secret_hash=_hash(secret), role=role, name=name or role, created_at=at
@@ -254,7 +254,7 @@ class SuggestStore:
         )
 
     def revoke_key(self, key_id: str) -> None:
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             n = conn.execute(
                 t.api_keys.update()
                 .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
