@@ -34,10 +34,39 @@ NORM_VARIABLES: frozenset[str] = frozenset(
     }
 )
 
+# The LLM drafter's plan kinds (``suggest.drafting.DRAFT_KINDS``): one ``llm_task_<kind>`` each.
+LLM_TASK_KINDS: tuple[str, ...] = (
+    "answer",
+    "clarify",
+    "escalate",
+    "tactful_refusal",
+    "complaint",
+    "suggestion",
+    "closing",
+    "greeting",
+)
+
+# The LLM drafter's prompt templates (system message, user message and its parts).
+LLM_TEMPLATES: tuple[str, ...] = (
+    "system_prompt",
+    "llm_output_format",
+    "llm_user",
+    *(f"llm_task_{kind}" for kind in LLM_TASK_KINDS),
+    "llm_first_reply",
+    "llm_waited",
+    "llm_ask",
+    "llm_history_header",
+    "llm_turn_customer",
+    "llm_turn_agent",
+    "llm_no_snippets",
+    "llm_snippet",
+    "llm_guideline_snippet",
+    "llm_snippet_title",
+)
+
 # The templates the service relies on; a norms file must define all of them.
 REQUIRED_TEMPLATES: tuple[str, ...] = (
-    "system_prompt",
-    "llm_user",
+    *LLM_TEMPLATES,
     "greeting",
     "answer",
     "answer_followup",

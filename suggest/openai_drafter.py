@@ -1,8 +1,9 @@
 """The LLM drafter: any OpenAI-compatible chat endpoint writes the drafts, as JSON with citations.
 
-One chat completion per suggestion. The system message is the norms' system prompt plus the JSON
-output format below; the user message is the norms' ``llm_user`` template filled with the customer's
-message and the plan's snippets, plus what the plan asks for and the conversation so far. The model's
+One chat completion per suggestion. The system message is the norms' system prompt plus their JSON
+output format (``llm_output_format``); the user message is the norms' ``llm_user`` template filled with
+the customer's message and the plan's snippets, plus the conversation so far and what the plan asks
+for (the other ``llm_*`` templates: all prompt text is data in ``prompts/norms_*.toml``). The model's
 output is validated strictly (it is never trusted): unknown citations are dropped, and when no usable
 draft is left the drafter raises ``DrafterError`` so that the pipeline falls back to the templates.
 
@@ -22,81 +23,11 @@ from typing import Any, ClassVar
 import openai
 
 from knowledge.retriever import Hit
+from prompts.templates import LLM_TASK_KINDS
 from suggest.drafting import Citation, DraftCandidate, DrafterError, DraftJob
 from suggest.settings import LLMSettings
 
 log = logging.getLogger(__name__)
-
-# -- prompt text (to move into prompts/norms_*.toml; keyed by Norms.language, "zh" when unknown) -----
-
-JSON_OUTPUT_INSTRUCTION: dict[str, str] = {
-    "zh": """输出格式（代替上面“只输出一条回复的正文”的要求）：只输出一个 JSON 对象，不要输出任何其他文字：
-{"drafts": [{"text": "回复正文", "citations": ["资料 id"]}]}
-- drafts 里正好 {n} 条回复，内容要有实质区别（例如一条简洁、一条详细、一条带一个追问），不要只是换一种说法；
-- text 是可以直接发给客户的回复正文，遵守上面的服务规范，不加引号、标题或 Markdown；
-- citations 列出这条回复依据的资料 id（资料前方括号里的 id），只能使用提供的 id；没有依据任何资料时写 []。""",
-    "en": """Output format (this replaces the "plain text only" requirement above): output one JSON object and nothing else:
-{"drafts": [{"text": "the reply", "citations": ["snippet id"]}]}
-- exactly {n} replies in drafts, differing in substance (e.g. one concise, one detailed, one with a follow-up question), not just reworded;
-- text is the reply as it can be sent to the customer, following the norms above, without quotes, headings or Markdown;
-- citations lists the ids (in square brackets before each snippet) of the snippets the reply relies on, only ids that were given; [] when it relies on none.""",
-}
-"""Used by: ``OpenAIDrafter`` — appended to ``Norms.system_prompt()`` in the system message of every
-chat request. Placeholder: ``{n}`` (drafts wanted; replaced with ``str.replace`` because the text
-holds JSON braces). Expected output: one JSON object ``{"drafts": [{"text": str, "citations": [id]}]}``."""
-
-USER_CONTEXT: dict[str, dict[str, str]] = {
-    "zh": {
-        "no_snippets": "（无）",
-        "guideline": "〔内部指引，只按它的意思委婉回复，不得引用原文〕",
-        "history": "此前的对话（从早到晚）：",
-        "customer": "客户",
-        "agent": "客服",
-        "first_reply": "这是本次对话中客服的第一条回复。",
-        "waited": "客户已经等待了 {seconds} 秒。",
-        "ask": "请起草 {n} 条内容不同的回复，按系统消息要求的 JSON 格式输出。",
-    },
-    "en": {
-        "no_snippets": "(none)",
-        "guideline": "[internal guideline: reply tactfully in its spirit, never quote it]",
-        "history": "The conversation so far (oldest first):",
-        "customer": "Customer",
-        "agent": "Agent",
-        "first_reply": "This is the agent's first reply in this conversation.",
-        "waited": "The customer has waited {seconds} seconds.",
-        "ask": "Draft {n} replies that differ in substance, as JSON in the format the system message gives.",
-    },
-}
-"""Used by: ``OpenAIDrafter`` — the parts of the user message around the ``llm_user`` template:
-the placeholder for no snippets, the label of a restricted snippet (its answer is a guideline, never
-quoted), the history block, the first-reply and waiting notes (``{seconds}``), and the closing request
-(``{n}``). Expected output: the JSON of ``JSON_OUTPUT_INSTRUCTION``."""
-
-KIND_INSTRUCTIONS: dict[str, dict[str, str]] = {
-    "zh": {
-        "answer": "任务：根据资料回答客户的问题，只使用资料中的事实。",
-        "clarify": "任务：资料中有两条相近的内容（“{a}”和“{b}”），礼貌地请客户确认指的是哪一个；也可以分别简要说明。",
-        "escalate": "任务：资料不足以确定答案。不要猜测，也不要说不知道、不清楚；告诉客户会记录下来，请相关负责人核实后尽快跟进回复。",
-        "tactful_refusal": "任务：这是不能直接回答的问题。按内部指引委婉回复，说明原因并致歉，不要引用指引原文。",
-        "complaint": "任务：客户在投诉，按处理原则中投诉的要求回复。",
-        "suggestion": "任务：客户在提意见或建议，按处理原则中意见和建议的要求回复。",
-        "closing": "任务：对话即将结束，礼貌地使用结束语。",
-        "greeting": "任务：客户在打招呼，问候客户并询问有什么可以帮忙。",
-    },
-    "en": {
-        "answer": "Task: answer the customer's question from the snippets, using only their facts.",
-        "clarify": 'Task: two snippets are close ("{a}" and "{b}"): politely ask which one the customer means; you may also answer each briefly.',
-        "escalate": "Task: the snippets are not enough to be sure. Do not guess and never say you do not know; tell the customer it is recorded and the responsible colleague will check and follow up.",
-        "tactful_refusal": "Task: this must not be answered directly. Reply tactfully in the spirit of the internal guideline, give the reason and apologise, never quote the guideline.",
-        "complaint": "Task: the customer is complaining; reply as the handling principles say for complaints.",
-        "suggestion": "Task: the customer makes a suggestion; reply as the handling principles say for suggestions.",
-        "closing": "Task: the conversation is ending; close politely with the closing words.",
-        "greeting": "Task: the customer says hello; greet them and ask how you can help.",
-    },
-}
-"""Used by: ``OpenAIDrafter`` — one line of the user message saying what the plan asks for, by plan
-kind (``suggest.drafting.DRAFT_KINDS``); ``clarify`` fills ``{a}`` and ``{b}`` with the two close
-snippets' questions. An unknown kind falls back to ``answer``."""
 
 #: The last turns of the history sent to the model, and the characters kept of each.
 HISTORY_TURNS = 10
@@ -106,10 +37,6 @@ REASON_CHARS = 200
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)\s*```", re.DOTALL)
 _SPACE = re.compile(r"\s+")
-
-
-def _lang(job: DraftJob) -> str:
-    return job.norms.language if job.norms.language in JSON_OUTPUT_INSTRUCTION else "zh"
 
 
 def _one_line(text: str) -> str:
@@ -129,47 +56,59 @@ def citation_text(hit: Hit) -> str:
     return s.answer
 
 
-def build_messages(job: DraftJob) -> list[dict[str, str]]:
-    """The chat messages of one drafting request (system: norms + JSON format; user: the task)."""
-    lang = _lang(job)
-    words = USER_CONTEXT[lang]
-    system = job.norms.system_prompt() + "\n\n" + JSON_OUTPUT_INSTRUCTION[lang].replace("{n}", str(job.n))
+def _snippet_line(job: DraftJob, hit: Hit) -> str:
+    """One ``[id] question: answer`` line; a restricted snippet's answer is marked as a guideline."""
+    s = hit.snippet
+    question, answer = _one_line(s.question), _one_line(s.answer)
+    if not answer:
+        return job.norms.render("llm_snippet_title", id=s.id, question=question)
+    name = "llm_guideline_snippet" if s.kind == "restricted" else "llm_snippet"
+    return job.norms.render(name, id=s.id, question=question, answer=answer)
 
-    lines = []
-    for hit in job.plan.hits:
-        s = hit.snippet
-        answer = _one_line(s.answer)
-        if s.kind == "restricted":
-            answer = f"{words['guideline']} {answer}"
-        lines.append(f"[{s.id}] {_one_line(s.question)}: {answer}")
-    user = job.norms.render(
+
+def _task(job: DraftJob) -> str:
+    """What the plan asks for; an unknown kind, or clarify without two close snippets, is an answer."""
+    kind = job.plan.kind if job.plan.kind in LLM_TASK_KINDS else "answer"
+    if kind == "clarify":
+        if len(job.plan.alternatives) < 2:
+            return job.norms.render("llm_task_answer")
+        a, b = job.plan.alternatives[:2]
+        return job.norms.render(
+            "llm_task_clarify", a=_one_line(a.snippet.question), b=_one_line(b.snippet.question)
+        )
+    return job.norms.render(f"llm_task_{kind}")
+
+
+def build_messages(job: DraftJob) -> list[dict[str, str]]:
+    """The chat messages of one drafting request (system: norms + JSON format; user: the task).
+
+    Every phrase comes from the norms' ``llm_*`` templates (see ``prompts.templates.LLM_TEMPLATES``).
+    """
+    norms = job.norms
+    system = norms.system_prompt() + "\n\n" + norms.render("llm_output_format", n=job.n)
+
+    lines = [_snippet_line(job, hit) for hit in job.plan.hits]
+    user = norms.render(
         "llm_user",
         customer_message=job.customer_message,
-        snippets="\n".join(lines) or words["no_snippets"],
+        snippets="\n".join(lines) or norms.render("llm_no_snippets"),
     )
 
     extra: list[str] = []
-    if job.history:
-        extra.append(words["history"])
-        for turn in job.history[-HISTORY_TURNS:]:
-            who = words["agent"] if turn.role == "agent" else words["customer"]
-            extra.append(f"{who}: {_one_line(turn.text)[:HISTORY_CHARS]}")
-        extra.append("")
-    kinds = KIND_INSTRUCTIONS[lang]
-    task = kinds.get(job.plan.kind, kinds["answer"])
-    if job.plan.kind == "clarify" and len(job.plan.alternatives) >= 2:
-        a, b = job.plan.alternatives[:2]
-        task = task.replace("{a}", _one_line(a.snippet.question)).replace(
-            "{b}", _one_line(b.snippet.question)
-        )
-    elif job.plan.kind == "clarify":
-        task = kinds["answer"]
-    extra.append(task)
+    turns = []
+    for turn in job.history[-HISTORY_TURNS:]:
+        text = _one_line(turn.text)[:HISTORY_CHARS]
+        if text:  # an empty turn says nothing (and a template never renders a gap)
+            name = "llm_turn_agent" if turn.role == "agent" else "llm_turn_customer"
+            turns.append(norms.render(name, text=text))
+    if turns:
+        extra += [norms.render("llm_history_header"), *turns, ""]
+    extra.append(_task(job))
     if job.first_reply:
-        extra.append(words["first_reply"])
-    if job.customer_waited_s is not None and job.customer_waited_s > job.norms.wait_limit_s:
-        extra.append(words["waited"].replace("{seconds}", str(round(job.customer_waited_s))))
-    extra.append(words["ask"].replace("{n}", str(job.n)))
+        extra.append(norms.render("llm_first_reply"))
+    if job.customer_waited_s is not None and job.customer_waited_s > norms.wait_limit_s:
+        extra.append(norms.render("llm_waited", seconds=round(job.customer_waited_s)))
+    extra.append(norms.render("llm_ask", n=job.n))
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": user + "\n\n" + "\n".join(extra)},

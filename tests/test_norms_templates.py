@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from prompts import CheckContext, Template, TemplateError, default_norms, load_norms, packaged_norms_path
+from prompts.templates import LLM_TEMPLATES, REQUIRED_TEMPLATES
 
-SAMPLES = {
+SAMPLES: dict[str, dict[str, object]] = {
     "zh": {
         "answer": "七天内未拆封的商品可以无理由退货。",
         "question": "您指的是哪一个订单",
@@ -22,6 +24,10 @@ SAMPLES = {
         "related": "退款多久能到账",
         "a": "退货流程是怎样的",
         "b": "退款多久能到账",
+        "n": 3,
+        "seconds": 90,
+        "text": "您好，我的快递到哪里了？",
+        "id": "faq-1",
     },
     "en": {
         "answer": "Unopened items can be returned within seven days.",
@@ -36,9 +42,12 @@ SAMPLES = {
         "related": "When will my refund arrive",
         "a": "How do I return an item",
         "b": "When will my refund arrive",
+        "n": 3,
+        "seconds": 90,
+        "text": "Hello, where is my parcel?",
+        "id": "faq-1",
     },
 }
-LLM_TEMPLATES = {"system_prompt", "llm_user"}
 
 
 def _render(language: str, name: str) -> str:
@@ -53,17 +62,29 @@ def test_every_template_documents_its_use_and_renders(language: str) -> None:
     for name, t in norms.templates.items():
         assert t.used_by, name
         text = _render(language, name)
-        assert "{" not in text and "}" not in text, name
+        assert not re.search(r"\{\w*\}", text), name  # no field left (JSON braces may stay)
+        if name not in LLM_TEMPLATES:
+            assert "{" not in text and "}" not in text, name
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
 def test_reply_templates_follow_the_norms(language: str) -> None:
+    # The LLM templates are instructions to the model, not replies; every other template is a reply.
     norms = default_norms(language)
-    for name in norms.templates:
-        if name in LLM_TEMPLATES:
-            continue
+    replies = [name for name in norms.templates if name not in LLM_TEMPLATES]
+    assert {"greeting", "answer", "escalation", "closing"} <= set(replies)
+    for name in replies:
         text = _render(language, name)
         assert norms.check(text) == [], (name, text)
+
+
+def test_llm_templates_are_required_and_documented() -> None:
+    assert set(LLM_TEMPLATES) <= set(REQUIRED_TEMPLATES)
+    for language in ("zh", "en"):
+        templates = default_norms(language).templates
+        for name in LLM_TEMPLATES:
+            assert name.startswith("llm_") or name == "system_prompt", name
+            assert templates[name].output, (language, name)
 
 
 @pytest.mark.parametrize("name", ["greeting", "auto_out_of_hours", "auto_busy", "outage_apology"])
@@ -137,3 +158,14 @@ def test_disabled_rule_leaves_the_prompt(tmp_path: Path) -> None:
 def test_llm_user_message() -> None:
     text = _render("zh", "llm_user")
     assert "我的快递到哪里了？" in text and "[faq-1]" in text
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_llm_output_format_and_snippet_lines(language: str) -> None:
+    norms = default_norms(language)
+    fmt = norms.render("llm_output_format", n=2)
+    assert '{"drafts": [{"text": ' in fmt and "2" in fmt  # literal braces survive the formatter
+    line = norms.render("llm_snippet", id="faq-1", question="Q", answer="A.")
+    assert line == "[faq-1] Q: A."  # tests/fake_openai.py parses this shape
+    guideline = norms.render("llm_guideline_snippet", id="policy-1", question="Q", answer="A.")
+    assert guideline.startswith("[policy-1] Q: ") and guideline.endswith(" A.")
