@@ -47,6 +47,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "--examples", type=int, default=0, help="with --dialogues: show N flagged replies per rule"
     )
 
+    p = es.add_parser(
+        "intents", help="intent and routing accuracy on a labelled set (JSONL: text, intent, route)"
+    )
+    p.add_argument("file", nargs="?", help="labelled messages (default: eval/data/intents_zh.jsonl)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
 
 def run_eval(args: argparse.Namespace) -> int:
     if args.eval_cmd == "norms":
@@ -55,6 +61,10 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.dialogues:
             return jddc_main(args.file, args.json, args.examples)
         return cli_main(args.file, args.json)
+    if args.eval_cmd == "intents":
+        from eval.intents import cli_main as intents_main
+
+        return intents_main(args.file, args.json)
     return _retrieval(args)
 
 

@@ -81,7 +81,9 @@ REQUIRED_TEMPLATES: tuple[str, ...] = (
     "auto_out_of_hours",
     "auto_busy",
     "outage_apology",
+    "offline_prefix",
     "offline_reply",
+    "promotion_mention",
 )
 
 _FORMATTER = string.Formatter()

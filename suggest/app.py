@@ -22,9 +22,17 @@ from knowledge.service import KnowledgeBase
 from prompts import NormsError, load_norms
 from prompts.intents import default_intents, load_intents
 from suggest.auth import KeyCache, auth_middleware
+from suggest.clock import Clock, SystemClock
 from suggest.drafting import Drafter
-from suggest.errors import AlreadyDecided, Forbidden, NormsRefused, PreconditionFailed, Unauthorized
-from suggest.knowledge_api import KnowledgeController, PreconditionRequired
+from suggest.errors import (
+    AlreadyDecided,
+    Forbidden,
+    NormsRefused,
+    PreconditionFailed,
+    PreconditionRequired,
+    Unauthorized,
+)
+from suggest.knowledge_api import KnowledgeController
 from suggest.metrics import Metrics
 from suggest.ops import RequestMetrics, health, metrics
 from suggest.pipeline import SuggestionPipeline
@@ -32,6 +40,9 @@ from suggest.settings import Settings
 from suggest.storage import SuggestStore
 from suggest.stream_api import stream_suggestion
 from suggest.suggest_api import SuggestionController
+from suggest.workflow import Workflow
+from suggest.workflow_api import WorkflowController
+from suggest.workflow_store import WorkflowStore
 
 log = logging.getLogger("kefu")
 
@@ -107,8 +118,12 @@ def make_drafter(settings: Settings) -> Drafter | None:
     return OpenAIDrafter(settings.llm)
 
 
-def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, kb: KnowledgeBase | None = None, clock: Clock | None = None
+) -> Litestar:
+    """The service; ``kb`` and ``clock`` may be given (tests, tools), else they are made from settings."""
     settings = settings or Settings()
+    clock_ = clock or SystemClock()
     metrics_ = Metrics()
     norms = load_norms(settings.norms.norms)
     intents = (
@@ -127,6 +142,10 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
         metrics_.track_decision_rates(store.decision_counts)
         app.state.kb = knowledge
         app.state.key_cache = KeyCache(store, settings.app.key_cache_s)
+        workflow = Workflow(
+            knowledge, WorkflowStore(knowledge.store.engine), norms, clock_, settings.workflow
+        )
+        app.state.workflow = workflow
         app.state.pipeline = SuggestionPipeline(
             knowledge,
             store,
@@ -135,6 +154,8 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
             settings.suggest,
             drafter=make_drafter(settings),
             metrics=metrics_,
+            clock=clock_,
+            workflow=workflow,
         )
         try:
             yield
@@ -153,12 +174,24 @@ def create_app(settings: Settings | None = None, *, kb: KnowledgeBase | None = N
     def provide_metrics() -> Metrics:
         return metrics_
 
+    def provide_workflow(request: Request[Any, Any, Any]) -> Workflow:
+        w: Workflow = request.app.state.workflow
+        return w
+
     return Litestar(
-        route_handlers=[health, metrics, KnowledgeController, SuggestionController, stream_suggestion],
+        route_handlers=[
+            health,
+            metrics,
+            KnowledgeController,
+            SuggestionController,
+            stream_suggestion,
+            WorkflowController,
+        ],
         dependencies={
             "kb": Provide(provide_kb, sync_to_thread=False),
             "pipeline": Provide(provide_pipeline, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),
+            "workflow": Provide(provide_workflow, sync_to_thread=False),
         },
         middleware=[
             DefineMiddleware(RequestMetrics, metrics=metrics_),

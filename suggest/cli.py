@@ -9,6 +9,7 @@ from eval.cli import add_eval_parser, run_eval
 from knowledge.cli import add_kb_parser, handle_error, run_kb
 from knowledge.errors import KefuError
 from suggest.keys_cli import add_keys_parser, run_keys
+from suggest.records_cli import add_records_parser, run_records
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kb_parser(sub)
     add_eval_parser(sub)
     add_keys_parser(sub)
+    add_records_parser(sub)
     return parser
 
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval(args)
         if args.cmd == "keys":
             return run_keys(args)
+        if args.cmd == "records":
+            return run_records(args)
     except KefuError as e:
         return handle_error(e)
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ class Plan:
     hits: tuple[Hit, ...] = ()  # the snippets the drafts may use (best first)
     alternatives: tuple[Hit, ...] = ()  # for clarify: the close candidates
     reason: str = ""
+    promotion: Hit | None = None  # a current promotion on the customer's topic, for one draft
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ class PreconditionFailed(KefuError):
     code = "precondition_failed"
 
 
+class PreconditionRequired(PreconditionFailed):
+    """A write came without If-Match: 428."""
+
+    code = "precondition_required"
+
+
 class Unauthorized(KefuError):
     code = "unauthorized"
 

@@ -20,6 +20,7 @@ from knowledge.model import CONTENT_FIELDS, KINDS, STATUSES, Snippet, SnippetFil
 from knowledge.service import KnowledgeBase
 from suggest.auth import EDITORS, READERS, allow
 from suggest.errors import PreconditionFailed
+from suggest.http import caller, if_match
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
@@ -41,24 +42,6 @@ def etag(s: Snippet) -> str:
 
 def _with_etag(s: Snippet, status: int = 200) -> Response[dict[str, Any]]:
     return Response(s.to_dict(), status_code=status, headers={"ETag": etag(s)})
-
-
-def _if_match(request: Request[Any, Any, Any]) -> int:
-    """The version the writer read, from If-Match; a write without it is refused (428)."""
-    raw = request.headers.get("if-match", "").strip()
-    if not raw:
-        raise PreconditionRequired(
-            "请带上 If-Match 请求头（读取时得到的 ETag），以免覆盖别人的修改",
-            "send the If-Match header (the ETag you read) so that nobody's change is overwritten",
-        )
-    tag = raw.removeprefix("W/").strip('"').removeprefix("v")
-    if not tag.isdigit():
-        raise ValidationError(f"If-Match 无效：{raw}", f'invalid If-Match: {raw!r} (use the ETag, e.g. "v3")')
-    return int(tag)
-
-
-class PreconditionRequired(PreconditionFailed):
-    code = "precondition_required"
 
 
 class KnowledgeController(Controller):
@@ -120,7 +103,7 @@ class KnowledgeController(Controller):
     ) -> Response[dict[str, Any]]:
         """Create a snippet (a draft unless ``status`` says otherwise); the response carries its ETag."""
         snippet = snippet_from_dict(data, source="request", location="body", default_status="draft")
-        return _with_etag(kb.store.add(snippet, actor=_actor(request)), 201)
+        return _with_etag(kb.store.add(snippet, actor=f"key:{caller(request)}"), 201)
 
     @get("/snippets/{snippet_id:str}", sync_to_thread=True, guards=[allow(*READERS)])
     def read(self, snippet_id: FromPath[str], kb: NamedDependency[KnowledgeBase]) -> Response[dict[str, Any]]:
@@ -135,7 +118,7 @@ class KnowledgeController(Controller):
         request: Request[Any, Any, Any],
     ) -> Response[dict[str, Any]]:
         """Change content fields (those given); If-Match must carry the ETag you read, else 412."""
-        version = _if_match(request)
+        version = if_match(request)
         changes = {k: v for k, v in data.items() if k not in ("id", "version", "updated_at", "updated_by")}
         if "id" in data and data["id"] != snippet_id:
             raise ValidationError("不能修改编号 id", "the id cannot be changed")
@@ -143,7 +126,7 @@ class KnowledgeController(Controller):
         if unknown:
             raise ValidationError(f"未知字段：{unknown}", f"unknown fields: {unknown}")
         with _stale_is_412():
-            s = kb.store.update(snippet_id, changes, expected_version=version, actor=_actor(request))
+            s = kb.store.update(snippet_id, changes, expected_version=version, actor=f"key:{caller(request)}")
         return _with_etag(s)
 
     @delete("/snippets/{snippet_id:str}", sync_to_thread=True, guards=[allow(*EDITORS)], status_code=204)
@@ -151,9 +134,9 @@ class KnowledgeController(Controller):
         self, snippet_id: FromPath[str], kb: NamedDependency[KnowledgeBase], request: Request[Any, Any, Any]
     ) -> None:
         """Delete a snippet (its history stays); If-Match must carry the ETag you read."""
-        version = _if_match(request)
+        version = if_match(request)
         with _stale_is_412():
-            kb.store.delete(snippet_id, expected_version=version, actor=_actor(request))
+            kb.store.delete(snippet_id, expected_version=version, actor=f"key:{caller(request)}")
 
     @post("/import", sync_to_thread=True, guards=[allow(*EDITORS)], status_code=200)
     def import_file(
@@ -175,7 +158,7 @@ class KnowledgeController(Controller):
                 f"file too large (at most {MAX_IMPORT_BYTES // 1024 // 1024} MB)",
             )
         items = parse_snippets(content, fmt, source=name)
-        report = kb.store.import_snippets(items, actor=_actor(request))
+        report = kb.store.import_snippets(items, actor=f"key:{caller(request)}")
         return {"file": name, **report.to_dict()}
 
 
@@ -186,8 +169,3 @@ def _stale_is_412() -> Iterator[None]:
         yield
     except ConflictError as e:
         raise PreconditionFailed(e.message_zh, e.message_en, details=e.details) from e
-
-
-def _actor(request: Request[Any, Any, Any]) -> str:
-    key = request.scope.get("user")
-    return f"key:{getattr(key, 'name', 'anonymous')}"

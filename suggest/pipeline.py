@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from typing import Any
 
 from knowledge.errors import ValidationError
@@ -17,12 +18,14 @@ from knowledge.retriever import Hit, SearchResult
 from knowledge.service import KnowledgeBase
 from prompts import CheckContext, Norms
 from prompts.intents import IntentRules
+from suggest.clock import Clock, SystemClock
 from suggest.drafting import DraftCandidate, Drafter, DrafterError, DraftJob, Plan, Turn
 from suggest.guard import Guard, GuardedDraft, rank
 from suggest.metrics import Metrics
 from suggest.settings import SuggestSettings
 from suggest.storage import SuggestStore
 from suggest.template_drafter import TemplateDrafter
+from suggest.workflow import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ class Prepared:
     escalate: bool
     timings: dict[str, float]
     started: float
+    at: datetime  # when the customer's message arrived (the service clock)
+    offline: bool = False  # it arrived while the service was closed
+    prefix: str = ""  # opens every draft (offline messages, outage recovery)
+    store_message: bool = True  # False when answering a message stored before (recovery)
 
 
 class SuggestionPipeline:
@@ -66,6 +73,8 @@ class SuggestionPipeline:
         *,
         drafter: Drafter | None = None,
         metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        workflow: Workflow | None = None,
     ) -> None:
         self.kb = kb
         self.store = store
@@ -76,6 +85,8 @@ class SuggestionPipeline:
         self.drafter: Drafter = drafter or self.template
         self.guard = Guard(norms)
         self.metrics = metrics or Metrics()
+        self.clock: Clock = clock or SystemClock()
+        self.workflow = workflow
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -112,17 +123,23 @@ class SuggestionPipeline:
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def prepare(self, req: SuggestionRequest) -> Prepared:
+    def prepare(self, req: SuggestionRequest, *, at: datetime | None = None) -> Prepared:
         self.validate(req)
         started = time.perf_counter()
         timings: dict[str, float] = {}
+        now = at or self.clock.now()
+        today = now.astimezone(self.norms.hours.zone).date()
         conv = self.store.conversation(req.conversation_id)
         first_reply = (conv is None or conv.agent_replies == 0) and not any(
             t.role == "agent" for t in req.history
         )
+        waited = req.customer_waited_s
+        if waited is None and conv is not None and conv.waiting_since is not None:
+            # The customer wrote before and is still waiting: the wait counts from that message.
+            waited = round(max(0.0, (now - conv.waiting_since).total_seconds()), 1)
 
         t0 = time.perf_counter()
-        retrieval = self.kb.retriever.search(req.customer_message, k=5, flt=SnippetFilter())
+        retrieval = self.kb.retriever.search(req.customer_message, k=5, flt=SnippetFilter(valid_on=today))
         timings["retrieve"] = (time.perf_counter() - t0) * 1000
 
         label, confidence = self.intents.classify(req.customer_message)
@@ -134,7 +151,7 @@ class SuggestionPipeline:
             and label not in ("complaint", "suggestion")
         ):
             label, confidence = "restricted", round(top.confidence_score, 3)
-        plan = self._plan(label, retrieval)
+        plan = self._plan(label, retrieval, self._promotion(req.customer_message, retrieval, today))
         route = self._route(label)
         job = DraftJob(
             customer_message=req.customer_message,
@@ -143,7 +160,7 @@ class SuggestionPipeline:
             n=req.n or self.settings.default_n,
             norms=self.norms,
             first_reply=first_reply,
-            customer_waited_s=req.customer_waited_s,
+            customer_waited_s=waited,
             intent=label,
             focus_terms=self.intents.focus_terms(req.customer_message),
         )
@@ -157,9 +174,25 @@ class SuggestionPipeline:
             escalate=plan.kind == "escalate",
             timings=timings,
             started=started,
+            at=now,
+            offline=not self.norms.is_open(now),
         )
 
-    def _plan(self, intent: str, retrieval: SearchResult) -> Plan:
+    def _promotion(self, message: str, retrieval: SearchResult, today: date) -> Hit | None:
+        """A promotion running today that matches the customer's topic: the product of the best answer,
+        or the message itself. Expired and future promotions are filtered out by their validity dates."""
+        flt = SnippetFilter(kinds=("promotion",), valid_on=today)
+        promos = self.kb.retriever.search(message, k=3, flt=flt).hits
+        top = next((h for h in retrieval.hits if h.snippet.kind != "promotion"), None)
+        product = top.snippet.product if top is not None and top.confidence != "low" else None
+        if product:
+            same = next((h for h in promos if h.snippet.product == product), None)
+            if same is not None:
+                return same
+        best = promos[0] if promos else None
+        return best if best is not None and best.confidence != "low" else None
+
+    def _plan(self, intent: str, retrieval: SearchResult, promotion: Hit | None = None) -> Plan:
         hits = tuple(retrieval.hits)
         direct = {
             "chit_chat": "greeting",
@@ -181,8 +214,14 @@ class SuggestionPipeline:
         a = answerable[0]
         b = answerable[1] if len(answerable) > 1 else None
         if b is not None and b.confidence != "low" and a.score - b.score < self.settings.clarify_margin:
-            return Plan("clarify", tuple(answerable), alternatives=(a, b), reason="two close snippets")
-        return Plan("answer", tuple(answerable), reason=f"top hit {a.confidence}")
+            return Plan(
+                "clarify",
+                tuple(answerable),
+                alternatives=(a, b),
+                reason="two close snippets",
+                promotion=promotion,
+            )
+        return Plan("answer", tuple(answerable), reason=f"top hit {a.confidence}", promotion=promotion)
 
     def _route(self, intent: str) -> str | None:
         r = self.norms.routing
@@ -215,6 +254,9 @@ class SuggestionPipeline:
         self, prep: Prepared, cands: list[DraftCandidate], fallback_reason: str | None, drafter: str
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
+        prefix = prep.prefix or (self.norms.render("offline_prefix") if prep.offline else "")
+        if prefix:
+            cands = [replace(c, text=prefix + c.text) for c in cands]
         ctx = CheckContext(first_reply=prep.job.first_reply, customer_waited_s=prep.job.customer_waited_s)
         cited = {h.snippet_id: f"{h.snippet.question}\n{h.snippet.answer}" for h in prep.retrieval.hits}
         guarded: list[GuardedDraft] = [
@@ -233,6 +275,8 @@ class SuggestionPipeline:
             "escalate": prep.escalate,
             "plan": {"kind": prep.job.plan.kind, "reason": prep.job.plan.reason},
             "first_reply": prep.job.first_reply,
+            "offline": prep.offline,
+            "customer_at": prep.at.isoformat(),
             "customer_waited_s": prep.job.customer_waited_s,
             "drafter": drafter,
             "fallback": fallback_reason is not None,
@@ -258,17 +302,44 @@ class SuggestionPipeline:
             fallback=fallback_reason is not None,
             drafter=drafter,
             kb_revision=prep.retrieval.kb_revision,
+            at=prep.at,
+            offline=prep.offline,
+            store_message=prep.store_message,
+            also=None
+            if self.workflow is None
+            else lambda conn: self.workflow.on_suggestion(  # type: ignore[union-attr]
+                conn,
+                suggestion_id=prep.id,
+                conversation_id=prep.request.conversation_id,
+                message=prep.request.customer_message,
+                intent=label,
+                route=prep.route,
+                escalate=prep.escalate,
+                customer=prep.request.customer,
+                channel=prep.request.channel,
+                at=prep.at,
+            ),
         )
         self.metrics.suggestion(label, [d.kind for d in drafts])
         return response
 
     def suggest(self, req: SuggestionRequest) -> dict[str, Any]:
-        prep = self.prepare(req)
+        return self._run(self.prepare(req))
+
+    def _run(self, prep: Prepared) -> dict[str, Any]:
         cands, reason = self.draft(prep)
         drafter = (
             self.template.name if reason is not None or self.drafter is self.template else self.drafter.name
         )
         return self.finish(prep, cands, reason, drafter)
+
+    def recover(self, conversation_id: str, *, cause: str) -> dict[str, Any]:
+        """After an outage: drafts for the customer's last message that explain and apologise first."""
+        last = self.store.last_customer_message(conversation_id)
+        prep = self.prepare(SuggestionRequest(conversation_id=conversation_id, customer_message=last))
+        prep.prefix = self.norms.render("outage_apology", cause=cause)
+        prep.store_message = False
+        return self._run(prep)
 
 
 def _hit_dict(h: Hit) -> dict[str, Any]:

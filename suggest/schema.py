@@ -23,6 +23,8 @@ conversations = Table(
     Column("last_customer_at", DateTime(timezone=True)),
     Column("last_agent_at", DateTime(timezone=True)),
     Column("agent_replies", Integer, nullable=False),
+    # the customer's first message that no agent reply has answered yet (None: not waiting)
+    Column("waiting_since", DateTime(timezone=True)),
 )
 
 messages = Table(
@@ -51,6 +53,8 @@ suggestions = Table(
     Column("drafter", String(32), nullable=False),
     Column("kb_revision", Integer, nullable=False),
     Column("response", Text, nullable=False),  # the full JSON response, drafts included
+    Column("offline", Boolean, nullable=False, default=False),  # asked outside working hours
+    Column("customer_at", DateTime(timezone=True)),  # when the customer wrote (the service clock)
 )
 
 decisions = Table(
@@ -78,4 +82,61 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
     Column("last_used_at", DateTime(timezone=True)),
+)
+
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("conversation_id", String(128), nullable=False),
+    Column("suggestion_id", String(64)),
+    Column("question", Text, nullable=False),
+    Column("responsible", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # open, resolved
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by", String(200)),
+    Column("answer", Text),
+    Column("snippet_id", String(128)),  # the draft snippet offered to content staff
+)
+
+queue_items = Table(
+    "queue_items",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("department", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),  # complaint, suggestion, customer_info
+    Column("conversation_id", String(128), nullable=False),
+    Column("suggestion_id", String(64)),
+    Column("message", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open, done
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True)),
+    Column("done_by", String(200)),
+    Column("note", Text),
+)
+
+service_records = Table(
+    "service_records",
+    metadata,
+    Column("conversation_id", String(128), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("customer_id", String(128)),
+    Column("customer_name", String(200)),
+    Column("channel", String(64)),
+    Column("intent", String(32)),
+    Column("summary", Text),
+    Column("final_reply", Text),
+    Column("agent_id", String(128)),
+    Column("routed_to", String(200)),
+    Column("escalated", Boolean, nullable=False, default=False),
+    Column("first_response_s", Float),
+    Column("status", String(16), nullable=False),  # open, waiting, answered, closed
+    Column("satisfaction", Integer),
+    Column("satisfaction_comment", Text),
+    Column("notes", Text),
+    Column("edited_fields", Text, nullable=False, default="[]"),  # fields an agent set by hand
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=False, default=1),
 )

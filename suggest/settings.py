@@ -78,9 +78,20 @@ class NormsSettings:
 
 
 @dataclass(frozen=True)
+class WorkflowSettings:
+    #: More waiting conversations than this: agents are busy and the auto-reply is due.
+    busy_waiting: int = field(default_factory=lambda: int(_env("KEFU_BUSY_WAITING", "5")))
+    #: An open escalation older than this many hours is flagged overdue.
+    escalation_overdue_h: float = field(
+        default_factory=lambda: float(_env("KEFU_ESCALATION_OVERDUE_H", "24"))
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     app: AppSettings = field(default_factory=AppSettings)
     knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
     suggest: SuggestSettings = field(default_factory=SuggestSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     norms: NormsSettings = field(default_factory=NormsSettings)
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from knowledge.errors import NotFoundError, ValidationError
-from knowledge.store import migrate, writing
+from knowledge.store import WRITE_FLAG, migrate, writing
 from suggest import schema as t
 from suggest.errors import AlreadyDecided
 
@@ -37,6 +40,9 @@ class ConversationState:
     last_customer_at: datetime | None
     last_agent_at: datetime | None
     status: str
+    created_at: datetime | None = None
+    #: The customer's first message that no agent reply has answered yet (None: not waiting).
+    waiting_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,49 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+#: SQLite ``synchronous`` level of the transaction that records a suggestion (``KEFU_SQLITE_RECORD_SYNC``).
+#: In WAL mode NORMAL skips the fsync at each commit (the WAL is synced at checkpoints): a recorded
+#: suggestion survives a crash of the service, but the last ones before a power loss or an OS crash
+#: may be lost; the database is never corrupted. Knowledge-base edits, decisions and keys keep the
+#: connection's level (FULL). FULL here costs one fsync per suggestion while holding SQLite's write
+#: lock (docs/benchmarks.md, "Suggestion service"). PostgreSQL ignores the setting.
+RECORD_SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _record_sync_level(value: str | None) -> str:
+    level = (value or os.environ.get("KEFU_SQLITE_RECORD_SYNC") or "NORMAL").strip().upper()
+    if level not in RECORD_SYNC_LEVELS:
+        raise ValidationError(
+            f"KEFU_SQLITE_RECORD_SYNC 必须是 {', '.join(RECORD_SYNC_LEVELS)} 之一",
+            f"KEFU_SQLITE_RECORD_SYNC must be one of {', '.join(RECORD_SYNC_LEVELS)}",
+        )
+    return level
+
+
 class SuggestStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, record_sync: str | None = None) -> None:
         self.engine = engine
+        self.record_sync = _record_sync_level(record_sync)
         migrate(engine, Path(__file__).parent / "migrations")
+
+    @contextmanager
+    def _record_transaction(self) -> Iterator[Connection]:
+        """``writing()`` whose commit uses ``record_sync`` on SQLite (see RECORD_SYNC_LEVELS)."""
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+            previous = None
+            if raw is not None:
+                # The level cannot change inside a transaction: set it before BEGIN, restore it after.
+                previous = int(raw.execute("PRAGMA synchronous").fetchone()[0])
+                raw.execute(f"PRAGMA synchronous={self.record_sync}")
+            conn.info[WRITE_FLAG] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(WRITE_FLAG, None)
+                if raw is not None and previous is not None:
+                    raw.execute(f"PRAGMA synchronous={previous}")
 
     # -- conversations and suggestions ----------------------------------------------------------
 
@@ -76,7 +121,13 @@ class SuggestStore:
         if row is None:
             return None
         return ConversationState(
-            row.id, row.agent_replies, _aware(row.last_customer_at), _aware(row.last_agent_at), row.status
+            row.id,
+            row.agent_replies,
+            _aware(row.last_customer_at),
+            _aware(row.last_agent_at),
+            row.status,
+            _aware(row.created_at),
+            _aware(row.waiting_since),
         )
 
     def record_suggestion(
@@ -95,10 +146,15 @@ class SuggestStore:
         fallback: bool,
         drafter: str,
         kb_revision: int,
+        at: datetime | None = None,
+        offline: bool = False,
+        store_message: bool = True,
+        also: Callable[[Connection], None] | None = None,
     ) -> None:
-        """Store the customer's message and the suggestion, creating the conversation if new (one transaction)."""
-        at = _now()
-        with writing(self.engine) as conn:
+        """Store the customer's message and the suggestion, creating the conversation if new; ``also``
+        runs in the same transaction (the workflow's queue items, escalation and record)."""
+        at = at or _now()
+        with self._record_transaction() as conn:
             exists = conn.execute(
                 select(t.conversations.c.id).where(t.conversations.c.id == conversation_id)
             ).first()
@@ -114,23 +170,30 @@ class SuggestStore:
                         updated_at=at,
                         last_customer_at=at,
                         agent_replies=0,
+                        waiting_since=at,
                     )
                 )
             else:
                 conn.execute(
                     t.conversations.update()
                     .where(t.conversations.c.id == conversation_id)
-                    .values(updated_at=at, last_customer_at=at, status="open")
+                    .values(
+                        updated_at=at,
+                        last_customer_at=at,
+                        status="open",
+                        waiting_since=func.coalesce(t.conversations.c.waiting_since, at),
+                    )
                 )
-            conn.execute(
-                t.messages.insert().values(
-                    conversation_id=conversation_id,
-                    role="customer",
-                    text=customer_message,
-                    at=at,
-                    suggestion_id=suggestion_id,
+            if store_message:
+                conn.execute(
+                    t.messages.insert().values(
+                        conversation_id=conversation_id,
+                        role="customer",
+                        text=customer_message,
+                        at=at,
+                        suggestion_id=suggestion_id,
+                    )
                 )
-            )
             conn.execute(
                 t.suggestions.insert().values(
                     id=suggestion_id,
@@ -145,8 +208,12 @@ class SuggestStore:
                     drafter=drafter,
                     kb_revision=kb_revision,
                     response=json.dumps(response, ensure_ascii=False, default=str),
+                    offline=offline,
+                    customer_at=at,
                 )
             )
+            if also is not None:
+                also(conn)
 
     def suggestion(self, suggestion_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -170,8 +237,10 @@ class SuggestStore:
         agent_id: str,
         reason: str | None,
         violations: list[dict[str, Any]],
+        at: datetime | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> dict[str, Any]:
-        at = _now()
+        at = at or _now()
         with writing(self.engine) as conn:
             if conn.execute(
                 select(t.decisions.c.id).where(t.decisions.c.suggestion_id == suggestion_id)
@@ -206,10 +275,51 @@ class SuggestStore:
                     t.conversations.update()
                     .where(t.conversations.c.id == conversation_id)
                     .values(
-                        agent_replies=t.conversations.c.agent_replies + 1, last_agent_at=at, updated_at=at
+                        agent_replies=t.conversations.c.agent_replies + 1,
+                        last_agent_at=at,
+                        updated_at=at,
+                        waiting_since=None,  # answered: the customer no longer waits
                     )
                 )
+            if also is not None:
+                also(conn)
         return {"suggestion_id": suggestion_id, "action": action, "recorded_at": at.isoformat()}
+
+    def last_customer_message(self, conversation_id: str) -> str:
+        with self.engine.connect() as conn:
+            text = conn.execute(
+                select(t.messages.c.text)
+                .where(t.messages.c.conversation_id == conversation_id, t.messages.c.role == "customer")
+                .order_by(t.messages.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        if text is None:
+            raise NotFoundError(
+                f"对话 {conversation_id} 没有客户消息",
+                f"conversation {conversation_id!r} has no customer message",
+            )
+        return str(text)
+
+    def offline_suggestions(self, *, include_decided: bool = False) -> list[dict[str, Any]]:
+        """Suggestions for messages left while the service was closed, oldest first."""
+        stmt = (
+            select(t.suggestions.c.response, t.suggestions.c.customer_message, t.decisions.c.action)
+            .select_from(
+                t.suggestions.outerjoin(t.decisions, t.decisions.c.suggestion_id == t.suggestions.c.id)
+            )
+            .where(t.suggestions.c.offline.is_(True))
+            .order_by(t.suggestions.c.customer_at, t.suggestions.c.created_at)
+        )
+        if not include_decided:
+            stmt = stmt.where(t.decisions.c.id.is_(None))
+        out = []
+        with self.engine.connect() as conn:
+            for response, message, action in conn.execute(stmt):
+                item: dict[str, Any] = json.loads(response)
+                item["customer_message"] = message
+                item["decision"] = action
+                out.append(item)
+        return out
 
     def decision_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:

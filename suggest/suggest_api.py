@@ -127,6 +127,9 @@ def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: Deci
                 + "); fix it and send again",
                 details=violations,
             )
+    at = pipeline.clock.now()
+    conv = pipeline.store.conversation(sug["conversation_id"])
+    workflow = pipeline.workflow
     out = pipeline.store.record_decision(
         suggestion_id=suggestion_id,
         conversation_id=sug["conversation_id"],
@@ -136,6 +139,19 @@ def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: Deci
         agent_id=data.agent_id.strip(),
         reason=data.reason,
         violations=violations,
+        at=at,
+        also=None
+        if workflow is None
+        else lambda conn: workflow.on_decision(
+            conn,
+            conversation_id=sug["conversation_id"],
+            action=data.action,
+            final_text=final_text,
+            agent_id=data.agent_id.strip(),
+            intent=sug["intent"]["label"],
+            started_at=conv.created_at if conv else None,
+            at=at,
+        ),
     )
     pipeline.metrics.decision(data.action)
     out.update({"final_text": final_text, "violations": violations, "draft_id": data.draft_id})

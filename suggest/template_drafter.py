@@ -114,11 +114,25 @@ class TemplateDrafter:
                 DraftCandidate(norms.render("answer", answer=body), "answer", [_cite(best, body)], "detailed")
             )
         related = next(
-            (h for h in job.plan.hits[1:] if h.snippet.kind != "restricted" and h.confidence != "low"), None
+            (
+                h
+                for h in job.plan.hits[1:]
+                if h.snippet.kind not in ("restricted", "promotion") and h.confidence != "low"
+            ),
+            None,
         )
         if related is not None:
             text = norms.render("answer_followup", answer=short, related=topic_of(related))
             drafts.append(DraftCandidate(text, "answer", [_cite(best, short)], "follow_up"))
+        promo = job.plan.promotion
+        if promo is not None and promo.snippet_id != best.snippet_id:
+            # One draft, the last one kept, mentions the promotion; its facts are the promotion's own.
+            detail = concise(answer_body(norms, promo.snippet.answer))
+            mention = norms.render("promotion_mention", title=topic_of(promo), detail=detail)
+            target = drafts[min(len(drafts), job.n) - 1]
+            target.text = target.text + mention
+            target.citations.append(_cite(promo, detail))
+            target.style += "+promotion"
         return drafts
 
     def _escalation(self, job: DraftJob) -> DraftCandidate:

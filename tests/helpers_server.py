@@ -8,12 +8,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import uvicorn
 
 from knowledge.service import KnowledgeBase
 from suggest.app import create_app
+from suggest.clock import Clock
 from suggest.settings import Settings
+
+#: A Thursday morning in the service's time zone: inside working hours (tests inject this clock).
+WORKING_HOURS = datetime(2026, 11, 26, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
 def free_port() -> int:
@@ -30,9 +36,9 @@ class Running:
 
 
 @contextmanager
-def serve(settings: Settings, kb: KnowledgeBase) -> Iterator[Running]:
+def serve(settings: Settings, kb: KnowledgeBase, clock: Clock | None = None) -> Iterator[Running]:
     port = free_port()
-    app = create_app(settings, kb=kb)
+    app = create_app(settings, kb=kb, clock=clock)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -15,9 +15,10 @@ from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
+from suggest.clock import FixedClock
 from suggest.settings import AppSettings, Settings, SuggestSettings
 from suggest.storage import SuggestStore
-from tests.helpers_server import Running, serve
+from tests.helpers_server import WORKING_HOURS, Running, serve
 
 
 class Client:
@@ -57,7 +58,7 @@ def app_env(
     }
     settings = Settings(knowledge=ks, app=AppSettings(key_cache_s=0))
     kb = KnowledgeBase(ks, store=store, embedder=minilm)
-    with serve(settings, kb) as running:
+    with serve(settings, kb, clock=FixedClock(WORKING_HOURS)) as running:
         yield running, Client(running.base, keys)
     kb.close()
 
@@ -381,7 +382,7 @@ def test_refuse_switch_blocks_error_level_reply(
         suggest=replace(SuggestSettings(), refuse_error_level=True),
     )
     kb = KnowledgeBase(ks, store=store, embedder=minilm)
-    with serve(settings, kb) as running:
+    with serve(settings, kb, clock=FixedClock(WORKING_HOURS)) as running:
         s = httpx.post(
             f"{running.base}/v1/suggestions", json={"conversation_id": "c1", "customer_message": "怎么下单"}
         ).json()

@@ -14,8 +14,9 @@ from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
+from suggest.clock import FixedClock
 from suggest.settings import AppSettings, LLMSettings, Secret, Settings
-from tests.helpers_server import Running, serve
+from tests.helpers_server import WORKING_HOURS, Running, serve
 
 if TYPE_CHECKING:
     from tests.fake_openai import FakeLLM
@@ -41,7 +42,7 @@ def llm_app(
     )
     settings = Settings(knowledge=ks, app=AppSettings(require_keys=False), llm=llm)
     kb = KnowledgeBase(ks, store=store, embedder=minilm)
-    with serve(settings, kb) as running:
+    with serve(settings, kb, clock=FixedClock(WORKING_HOURS)) as running:
         yield running, fake_llm
     kb.close()
 
