@@ -16,6 +16,7 @@ from suggest.drafting import Citation, DraftCandidate, DraftJob
 
 _SENTENCE = re.compile(r"[^。！？!?；;]+[。！？!?；;]*")
 CONCISE_CHARS = 60
+MIN_CONCISE_CHARS = 15
 
 
 def sentences(text: str) -> list[str]:
@@ -44,7 +45,8 @@ def concise(body: str, focus: tuple[str, ...] = ()) -> str:
     parts = sentences(body)
     out: list[str] = []
     for s in parts:
-        if out and sum(map(len, out)) + len(s) > CONCISE_CHARS:
+        # A bare "可以。" or "支持。" says nothing on its own: always keep what follows it too.
+        if out and sum(map(len, out)) >= MIN_CONCISE_CHARS and sum(map(len, out)) + len(s) > CONCISE_CHARS:
             break
         out.append(s)
     if not out:
@@ -52,7 +54,7 @@ def concise(body: str, focus: tuple[str, ...] = ()) -> str:
     if focus and not any(f in s for s in out for f in focus):
         extra = next((s for s in parts[len(out) :] if any(f in s for f in focus)), None)
         if extra is not None:
-            out = [out[0], extra]
+            out = [*out[:1], extra] if len(out[0]) >= MIN_CONCISE_CHARS else [*out, extra]
     return "".join(_full_stop(s) for s in out)
 
 

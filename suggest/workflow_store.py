@@ -300,10 +300,11 @@ class WorkflowStore:
 
     def records(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         stmt = select(t.service_records).order_by(t.service_records.c.started_at)
+        # Times are stored in UTC, and SQLite compares them as text: compare in UTC.
         if start is not None:
-            stmt = stmt.where(t.service_records.c.started_at >= start)
+            stmt = stmt.where(t.service_records.c.started_at >= start.astimezone(UTC))
         if end is not None:
-            stmt = stmt.where(t.service_records.c.started_at < end)
+            stmt = stmt.where(t.service_records.c.started_at < end.astimezone(UTC))
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(stmt)]
 

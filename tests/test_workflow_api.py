@@ -249,3 +249,13 @@ def test_current_promotion_is_mentioned_and_expired_ones_never(api: Api) -> None
     api.clock.set(datetime(2027, 3, 1, 10, 0, tzinfo=SHANGHAI))  # the promotion has ended
     later = api.suggest("w-promo-2", "破壁机能做热豆浆吗")
     assert not any("活动正在进行中" in d["text"] for d in later["drafts"])
+
+
+def test_records_are_filtered_by_the_service_days_not_utc_days(api: Api) -> None:
+    # 07:00 in Shanghai on the 27th is still the 26th in UTC.
+    api.clock.set(datetime(2026, 11, 27, 7, 0, tzinfo=SHANGHAI))
+    api.suggest("w-early", "退款多久能到账")
+    on_27 = api.get("/v1/records", params={"from": "2026-11-27", "to": "2026-11-27"}).json()
+    assert [r["conversation_id"] for r in on_27["items"]] == ["w-early"]
+    assert api.get("/v1/records", params={"from": "2026-11-26", "to": "2026-11-26"}).json()["count"] == 0
+    assert api.get("/v1/records", params={"from": "2026-11-28", "to": "2026-11-27"}).status_code == 422
