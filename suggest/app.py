@@ -206,5 +206,6 @@ def create_app(
             Exception: _internal_error,
         },
         openapi_config=OpenAPIConfig(title="kefu-assist", version="0.1.0", path="/schema"),
+        logging_config=None,  # the service's own configuration (suggest.logs) applies
         debug=False,
     )

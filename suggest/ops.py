@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -12,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from knowledge.service import KnowledgeBase
 from suggest.metrics import Metrics
+
+access = logging.getLogger("kefu.access")
 
 
 @get("/health", tags=["ops"], sync_to_thread=True)
@@ -73,8 +76,23 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            handler = scope.get("route_handler")
-            path = next(iter(handler.paths), scope["path"]) if handler is not None else "unmatched"
+            # the route's template (/v1/suggestions/{suggestion_id:str}/decision), not the raw path
+            path = str(scope.get("path_template") or "unmatched")
             method = str(scope.get("method", "GET"))
+            elapsed = time.perf_counter() - started
             self.requests.labels(method, path, str(status)).inc()
-            self.latency.labels(method, path).observe(time.perf_counter() - started)
+            self.latency.labels(method, path).observe(elapsed)
+            access.info(
+                "%s %s %s %.1f ms",
+                method,
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": method,
+                    "route": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "key": getattr(scope.get("user"), "name", None),
+                },
+            )

@@ -31,6 +31,8 @@ class AppSettings:
     port: int = field(default_factory=lambda: int(_env("KEFU_PORT", "8000")))
     #: Log level of the service (DEBUG, INFO, WARNING).
     log_level: str = field(default_factory=lambda: _env("KEFU_LOG_LEVEL", "INFO"))
+    #: Log lines as ``json`` (one object per line, for log collectors) or ``text``.
+    log_format: str = field(default_factory=lambda: _env("KEFU_LOG_FORMAT", "text"))
     #: Require an API key (``Authorization: Bearer ...``) on every /v1 endpoint.
     require_keys: bool = field(default_factory=lambda: _flag("KEFU_REQUIRE_KEYS", True))
     #: Seconds a verified key is trusted without asking the database (a revoked key works that long).
