@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from litestar import Request
 
-from knowledge.errors import ValidationError
-from suggest.errors import PreconditionRequired
+from knowledge.errors import ConflictError, ValidationError
+from suggest.errors import PreconditionFailed, PreconditionRequired
 
 
 def caller(request: Request[Any, Any, Any]) -> str:
@@ -28,3 +30,12 @@ def if_match(request: Request[Any, Any, Any]) -> int:
     if not tag.isdigit():
         raise ValidationError(f"If-Match 无效：{raw}", f'invalid If-Match: {raw!r} (use the ETag, e.g. "v3")')
     return int(tag)
+
+
+@contextmanager
+def stale_is_412() -> Iterator[None]:
+    """Over HTTP a stale version is a failed precondition (412), as If-Match prescribes."""
+    try:
+        yield
+    except ConflictError as e:
+        raise PreconditionFailed(e.message_zh, e.message_en, details=e.details) from e

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Annotated, Any
@@ -14,13 +12,12 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 
-from knowledge.errors import ConflictError, ValidationError
+from knowledge.errors import ValidationError
 from knowledge.io import FORMATS, detect_format, parse_snippets, snippet_from_dict
 from knowledge.model import CONTENT_FIELDS, KINDS, STATUSES, Snippet, SnippetFilter
 from knowledge.service import KnowledgeBase
 from suggest.auth import EDITORS, READERS, allow
-from suggest.errors import PreconditionFailed
-from suggest.http import caller, if_match
+from suggest.http import caller, if_match, stale_is_412
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
@@ -125,7 +122,7 @@ class KnowledgeController(Controller):
         unknown = sorted(set(changes) - set(CONTENT_FIELDS))
         if unknown:
             raise ValidationError(f"未知字段：{unknown}", f"unknown fields: {unknown}")
-        with _stale_is_412():
+        with stale_is_412():
             s = kb.store.update(snippet_id, changes, expected_version=version, actor=f"key:{caller(request)}")
         return _with_etag(s)
 
@@ -135,7 +132,7 @@ class KnowledgeController(Controller):
     ) -> None:
         """Delete a snippet (its history stays); If-Match must carry the ETag you read."""
         version = if_match(request)
-        with _stale_is_412():
+        with stale_is_412():
             kb.store.delete(snippet_id, expected_version=version, actor=f"key:{caller(request)}")
 
     @post("/import", sync_to_thread=True, guards=[allow(*EDITORS)], status_code=200)
@@ -160,12 +157,3 @@ class KnowledgeController(Controller):
         items = parse_snippets(content, fmt, source=name)
         report = kb.store.import_snippets(items, actor=f"key:{caller(request)}")
         return {"file": name, **report.to_dict()}
-
-
-@contextmanager
-def _stale_is_412() -> Iterator[None]:
-    """Over HTTP a stale version is a failed precondition (412), as If-Match prescribes."""
-    try:
-        yield
-    except ConflictError as e:
-        raise PreconditionFailed(e.message_zh, e.message_en, details=e.details) from e

@@ -11,10 +11,9 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from knowledge.errors import ConflictError, ValidationError
+from knowledge.errors import ValidationError
 from suggest.auth import AGENTS, READERS, allow
-from suggest.errors import PreconditionFailed
-from suggest.http import caller, if_match
+from suggest.http import caller, if_match, stale_is_412
 from suggest.pipeline import SuggestionPipeline
 from suggest.records_export import to_csv, to_xlsx
 from suggest.workflow import Workflow
@@ -292,10 +291,8 @@ class WorkflowController(Controller):
     ) -> Response[dict[str, Any]]:
         """An agent corrects or completes the record; If-Match must carry the ETag read."""
         version = if_match(request)
-        try:
+        with stale_is_412():
             rec = workflow.store.edit_record(
                 conversation_id, data, expected_version=version, at=workflow.clock.now()
             )
-        except ConflictError as e:
-            raise PreconditionFailed(e.message_zh, e.message_en, details=e.details) from e
         return Response(rec, headers={"ETag": f'"v{rec["version"]}"'})
