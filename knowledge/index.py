@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -28,15 +29,51 @@ from typing import Any
 import bm25s
 import faiss
 import numpy as np
+from sqlalchemy import select
 
 from knowledge.embedding import Embedder
 from knowledge.model import Snippet
+from knowledge.schema import kb_state
 from knowledge.store import Store
 from knowledge.text import Analyzer
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+
+
+_REVISION_SQL: dict[str, str] = {}
+
+
+def current_revision(store: Store) -> int:
+    """``store.revision()`` through one pooled DBAPI cursor, without SQLAlchemy's per-connection work.
+
+    Every search asks it (``KEFU_RETRIEVAL_SYNC_INTERVAL_S=0``: replicas follow edits at once), so it is
+    on the hot path: about 8 µs instead of 85 µs on SQLite.
+    """
+    engine = store.engine
+    sql = _REVISION_SQL.get(engine.dialect.name)
+    if sql is None:
+        stmt = select(kb_state.c.revision).where(kb_state.c.id == 1)
+        sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+        _REVISION_SQL[engine.dialect.name] = sql
+    conn = engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute(sql)
+            row = cur.fetchone()
+        finally:
+            cur.close()
+    finally:
+        conn.close()  # back to the pool, which rolls back what the read began (PostgreSQL)
+    return int(row[0]) if row is not None else store.revision()
+
+
+def _interned(tokens: Iterable[str]) -> tuple[str, ...]:
+    """Tokens as one shared string each: a KB has tens of thousands of distinct tokens but millions of
+    token occurrences (about 2 GB of duplicate strings per process at 100,000 snippets otherwise)."""
+    return tuple(map(sys.intern, tokens))
 
 
 def text_id(snippet_id: str, text: str) -> int:
@@ -144,6 +181,7 @@ class LexicalIndex:
         self.bm25: bm25s.BM25 | None = None
         self.row_ids = np.zeros(0, dtype=np.int64)
         self.idf: dict[str, float] = {}
+        self._weighted_from: int | None = None
 
     def build(self, texts: list[IndexedText]) -> None:
         vocab: dict[str, int] = {}
@@ -153,6 +191,11 @@ class LexicalIndex:
         self.row_weights = np.array(
             [self.answer_weight if t.field == "answer" else 1.0 for t in texts], dtype=np.float32
         )
+        # The rows that carry a weight, when they are one run at the end (KnowledgeIndex puts the
+        # answers last): then only those are multiplied.
+        weighted = np.flatnonzero(self.row_weights != 1.0)
+        tail = int(weighted[0]) if weighted.size else len(texts)
+        self._weighted_from = tail if weighted.size == len(texts) - tail else None
         if not texts or not vocab:
             self.bm25 = None
             self.idf = {}
@@ -172,7 +215,74 @@ class LexicalIndex:
         known = [t for t in tokens if t in self.vocab]
         if self.bm25 is None or not known:
             return np.zeros(len(self.row_ids), dtype=np.float32)
-        return np.asarray(self.bm25.get_scores(known), dtype=np.float32) * self.row_weights
+        scores = np.asarray(self.bm25.get_scores(known), dtype=np.float32)
+        if self._weighted_from is None:
+            return scores * self.row_weights
+        tail = self._weighted_from
+        scores[tail:] *= self.row_weights[tail:]
+        return scores
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where each snippet's rows are, so that the retriever aggregates rows without sorting them.
+
+    The lexical rows are ``n_questions`` question texts grouped by snippet ordinal (snippet ``o`` owns
+    rows ``q_start[o]:q_start[o + 1]``), then at most one answer row per snippet. ``dense_ids`` are the
+    text ids of the question rows, sorted, with their owners in ``dense_owner`` (FAISS ids to snippets).
+    ``kind_code``/``status_code`` let a search drop whole kinds or statuses before ranking.
+    """
+
+    n_questions: int
+    q_start: np.ndarray  # int64, n_snippets + 1
+    q_owner: np.ndarray  # int64, the owner of each question row (rows 0...n_questions)
+    answer_owner: np.ndarray  # int64, the owner of each answer row (rows n_questions...)
+    answer_row: np.ndarray  # int64, n_snippets: the snippet's answer row or -1
+    dense_ids: np.ndarray  # int64, sorted
+    dense_owner: np.ndarray  # int64, aligned with dense_ids
+    kinds: dict[str, int]
+    kind_code: np.ndarray  # int16, n_snippets
+    statuses: dict[str, int]
+    status_code: np.ndarray  # int16, n_snippets
+
+    @classmethod
+    def empty(cls) -> RowLayout:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(
+            0, np.zeros(1, dtype=np.int64), z, z, z, z, z, {}, z.astype(np.int16), {}, z.astype(np.int16)
+        )
+
+    @classmethod
+    def build(
+        cls, row_owner: np.ndarray, n_questions: int, row_ids: np.ndarray, snippets: list[Snippet]
+    ) -> RowLayout:
+        n = len(snippets)
+        counts = np.bincount(row_owner[:n_questions], minlength=n)
+        q_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=q_start[1:])
+        answer_owner = np.ascontiguousarray(row_owner[n_questions:])
+        answer_row = np.full(n, -1, dtype=np.int64)
+        answer_row[answer_owner] = np.arange(n_questions, len(row_owner), dtype=np.int64)
+        order = np.argsort(row_ids[:n_questions], kind="stable")
+        kinds: dict[str, int] = {}
+        statuses: dict[str, int] = {}
+        kind_code = np.array([kinds.setdefault(s.kind, len(kinds)) for s in snippets], dtype=np.int16)
+        status_code = np.array(
+            [statuses.setdefault(s.status, len(statuses)) for s in snippets], dtype=np.int16
+        )
+        return cls(
+            n_questions=n_questions,
+            q_start=q_start,
+            q_owner=np.ascontiguousarray(row_owner[:n_questions]),
+            answer_owner=answer_owner,
+            answer_row=answer_row,
+            dense_ids=np.ascontiguousarray(row_ids[:n_questions][order]),
+            dense_owner=np.ascontiguousarray(row_owner[:n_questions][order]),
+            kinds=kinds,
+            kind_code=kind_code,
+            statuses=statuses,
+            status_code=status_code,
+        )
 
 
 class KnowledgeIndex:
@@ -202,21 +312,42 @@ class KnowledgeIndex:
         self.ordinal: dict[str, int] = {}
         self.row_owner = np.zeros(0, dtype=np.int64)
         self.row_is_answer = np.zeros(0, dtype=bool)
+        self.layout = RowLayout.empty()
+        #: Changes whenever what a search sees changes (the retriever keys its per-query scores on it).
+        self.generation = 0
 
     # -- building -------------------------------------------------------------------------------
 
     def _rebuild_lexical(self) -> None:
-        """Re-index BM25 and the arrays that map its rows to snippets (used by the retriever)."""
-        texts = list(self.texts.values())
-        self.lexical.build(texts)
+        """Re-index BM25 and the arrays that map its rows to snippets (used by the retriever).
+
+        Rows are laid out for the retriever (see :class:`RowLayout`): the question texts snippet by
+        snippet in ``snippet_order`` (each snippet's in their own order), then the answers in the same
+        snippet order.
+        """
         self.snippet_order = list(self.snippets)
         self.ordinal = {sid: i for i, sid in enumerate(self.snippet_order)}
+        questions: list[IndexedText] = []
+        answers: list[IndexedText] = []
+        for sid in self.snippet_order:
+            for tid in self.by_snippet.get(sid, ()):
+                t = self.texts[tid]
+                (answers if t.field == "answer" else questions).append(t)
+        texts = questions + answers
+        self.lexical.build(texts)
         self.row_owner = np.array([self.ordinal[t.snippet_id] for t in texts], dtype=np.int64)
         self.row_is_answer = np.array([t.field == "answer" for t in texts], dtype=bool)
+        self.layout = RowLayout.build(
+            self.row_owner,
+            len(questions),
+            self.lexical.row_ids,
+            [self.snippets[sid] for sid in self.snippet_order],
+        )
+        self.generation += 1
 
     def _texts_of(self, s: Snippet) -> list[IndexedText]:
         out = [
-            IndexedText(text_id(s.id, txt), s.id, fld, txt, tuple(self.analyzer.tokens(txt)))
+            IndexedText(text_id(s.id, txt), s.id, fld, txt, _interned(self.analyzer.tokens(txt)))
             for fld, txt in s.texts()
         ]
         if s.answer.strip():
@@ -228,7 +359,7 @@ class KnowledgeIndex:
                     s.id,
                     "answer",
                     s.answer,
-                    tuple(self.analyzer.tokens(s.answer)),
+                    _interned(self.analyzer.tokens(s.answer)),
                 )
             )
         return out
@@ -299,7 +430,7 @@ class KnowledgeIndex:
         """Catch up with the store's revision by re-indexing only the snippets that changed."""
         with self.lock:
             self.last_sync = time.monotonic()
-            if store.revision() == self.kb_revision:
+            if current_revision(store) == self.kb_revision:
                 return 0
             changes = store.changes_since(self.kb_revision)
             for sid in changes.deleted | changes.changed:
@@ -319,6 +450,7 @@ class KnowledgeIndex:
             self.embedder.dim, hnsw_threshold=self.hnsw_threshold, expected=len(self.snippets) * 4
         )
         self.dense.add(ids, vecs)
+        self.generation += 1
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -394,7 +526,7 @@ class KnowledgeIndex:
             with (path / "texts.jsonl").open(encoding="utf-8") as f:
                 for line in f:
                     r = json.loads(line)
-                    t = IndexedText(int(r["id"]), r["s"], r["f"], r["t"], tuple(r["k"]))
+                    t = IndexedText(int(r["id"]), r["s"], r["f"], r["t"], _interned(r["k"]))
                     self.texts[t.id] = t
                     self.by_snippet.setdefault(t.snippet_id, []).append(t.id)
             self.dense = DenseIndex(self.embedder.dim, hnsw_threshold=self.hnsw_threshold)

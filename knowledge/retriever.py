@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from knowledge.index import KnowledgeIndex
+from knowledge.index import KnowledgeIndex, RowLayout
 from knowledge.model import Snippet, SnippetFilter
 from knowledge.store import Store
 from knowledge.text import normalize
@@ -106,6 +107,33 @@ class SearchResult:
         }
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """One query scored against every snippet of one generation of the index (arrays by ordinal)."""
+
+    qtokens: list[str]
+    scores: np.ndarray  # BM25 of every row (float32)
+    layout: RowLayout
+    lex_best: np.ndarray
+    answer: np.ndarray
+    lex: np.ndarray
+    coverage: float
+    dw: float
+    dense: np.ndarray
+    dense_tid: np.ndarray
+    found: np.ndarray  # bool: matched lexically or in the dense pool
+    fused: np.ndarray
+    candidates: int
+
+    def lex_row(self, o: int) -> int:
+        """The row that matched: the snippet's best question (the first of equals), else its answer."""
+        lay = self.layout
+        if self.lex_best[o] > 0:
+            start = int(lay.q_start[o])
+            return start + int(np.argmax(self.scores[start : int(lay.q_start[o + 1])]))
+        return int(lay.answer_row[o]) if self.answer[o] > 0 else -1
+
+
 class HybridRetriever:
     def __init__(
         self, index: KnowledgeIndex, config: RetrievalConfig | None = None, store: Store | None = None
@@ -113,6 +141,7 @@ class HybridRetriever:
         self.index = index
         self.config = config or RetrievalConfig()
         self.store = store
+        self._last: tuple[tuple[str, int], _Scored] | None = None
 
     def label(self, confidence_score: float) -> str:
         if confidence_score >= self.config.high:
@@ -120,6 +149,12 @@ class HybridRetriever:
         if confidence_score >= self.config.medium:
             return "medium"
         return "low"
+
+    def _dense_weight(self, coverage: float) -> float:
+        cfg = self.config
+        if coverage >= cfg.min_coverage and cfg.dense_weight > 0:
+            return cfg.dense_weight * (coverage - cfg.min_coverage) / (1 - cfg.min_coverage or 1)
+        return 0.0
 
     def _maybe_sync(self) -> None:
         if self.store is not None and time.monotonic() - self.index.last_sync >= self.config.sync_interval_s:
@@ -129,82 +164,118 @@ class HybridRetriever:
         t0 = time.perf_counter()
         self._maybe_sync()
         flt = flt or SnippetFilter()
-        cfg = self.config
         idx = self.index
         with idx.lock:
-            qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
-            n = len(idx.snippet_order)
-            # Lexical: each snippet's best question text, plus what its answer adds.
-            lex_best = np.zeros(n, dtype=np.float64)
-            lex_row = np.full(n, -1, dtype=np.int64)
-            answer = np.zeros(n, dtype=np.float64)
-            scores = idx.lexical.scores(qtokens)
-            rows = np.flatnonzero(scores > 0)
-            if rows.size:
-                owner, sc, is_ans = idx.row_owner[rows], scores[rows], idx.row_is_answer[rows]
-                answer = np.bincount(owner[is_ans], weights=sc[is_ans], minlength=n).astype(np.float64)
-                q_rows, q_owner, q_sc = rows[~is_ans], owner[~is_ans], sc[~is_ans]
-                order = np.lexsort((-q_sc, q_owner))  # by snippet, best score first
-                first = order[np.r_[True, q_owner[order][1:] != q_owner[order][:-1]]] if order.size else order
-                lex_best[q_owner[first]] = q_sc[first]
-                lex_row[q_owner[first]] = q_rows[first]
-                ans_only = (lex_row < 0) & (answer > 0)
-                if ans_only.any():  # found by its answer alone: the answer is what matched
-                    ans_rows = rows[is_ans]
-                    lex_row[owner[is_ans]] = np.where(
-                        ans_only[owner[is_ans]], ans_rows, lex_row[owner[is_ans]]
-                    )
-            lex = lex_best + answer
-
-            # Dense: counts only as much as the model knows the query's tokens.
-            coverage = idx.embedder.coverage(query)
-            dw = 0.0
-            if coverage >= cfg.min_coverage and cfg.dense_weight > 0:
-                dw = cfg.dense_weight * (coverage - cfg.min_coverage) / (1 - cfg.min_coverage or 1)
-            dense = np.full(n, -1.0, dtype=np.float64)
-            dense_tid = np.zeros(n, dtype=np.int64)
-            if dw > 0 and idx.dense.ntotal:
-                ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
-                for dsc, tid in zip(ds.tolist(), di.tolist(), strict=True):
-                    hit = idx.texts.get(int(tid))
-                    o = idx.ordinal.get(hit.snippet_id, -1) if hit is not None else -1
-                    if o >= 0 and dsc > dense[o]:
-                        dense[o], dense_tid[o] = dsc, int(tid)
-
-            found = np.flatnonzero((lex > 0) | (dense > -1.0))
-            if cfg.fusion == "weighted":
-                max_lex = float(lex.max()) if n else 0.0
-                lex_norm = lex / max_lex if max_lex > 0 else lex
-                fused = (1 - dw) * lex_norm + dw * np.clip(dense, 0.0, None)
-            else:
-                fused = np.zeros(n, dtype=np.float64)
-                for part, weight in ((lex, 1 - dw), (dense, dw)):
-                    has = found[part[found] > (0 if part is lex else -1.0)]
-                    ranked = has[np.argsort(-part[has], kind="stable")]
-                    fused[ranked] += weight / (cfg.rrf_k + np.arange(1, ranked.size + 1))
-            ranked = found[np.lexsort((found, -fused[found]))]
+            lay = idx.layout
+            allowed = _prefilter(lay, flt)
+            if allowed is not None and not allowed.any():  # e.g. promotions asked for, and the KB has none
+                coverage = idx.embedder.coverage(query)
+                return SearchResult(
+                    query=query,
+                    hits=[],
+                    dense_weight=self._dense_weight(coverage),
+                    latency_ms=(time.perf_counter() - t0) * 1000,
+                    kb_revision=idx.kb_revision,
+                    stats={"coverage": coverage, "candidates": 0},
+                )
+            sc = self._scored(query)
             hits: list[Hit] = []
-            accepted = 0
-            for o in ranked.tolist():  # the filter is applied lazily, best first, until k pass
+            eligible = sc.found if allowed is None else sc.found & allowed
+            for o in _best_first(sc.fused, eligible, k):
+                # The filter is applied lazily, best first, until k pass.
                 sid = idx.snippet_order[o]
                 if not flt.accepts(idx.snippets[sid]):
                     continue
-                accepted += 1
-                lex_hit = (float(lex[o]), int(idx.lexical.row_ids[lex_row[o]])) if lex_row[o] >= 0 else None
-                dense_hit = (float(dense[o]), int(dense_tid[o])) if dense[o] > -1.0 else None
-                hits.append(self._hit(sid, float(fused[o]), lex_hit, dense_hit, dw, qtokens))
-                if accepted >= k:
+                row = sc.lex_row(o)
+                lex_hit = (float(sc.lex[o]), int(idx.lexical.row_ids[row])) if row >= 0 else None
+                dense_hit = (float(sc.dense[o]), int(sc.dense_tid[o])) if sc.dense[o] > -1.0 else None
+                hits.append(self._hit(sid, float(sc.fused[o]), lex_hit, dense_hit, sc.dw, sc.qtokens))
+                if len(hits) >= k:
                     break
-            candidates = int(found.size)
             revision = idx.kb_revision
         return SearchResult(
             query=query,
             hits=hits,
-            dense_weight=dw,
+            dense_weight=sc.dw,
             latency_ms=(time.perf_counter() - t0) * 1000,
             kb_revision=revision,
-            stats={"coverage": coverage, "candidates": candidates},
+            stats={"coverage": sc.coverage, "candidates": sc.candidates},
         )
+
+    def _scored(self, query: str) -> _Scored:
+        """Every snippet's lexical, dense and fused score for ``query`` (the caller holds the index lock).
+
+        The last query's scores are kept until the index changes: a caller that searches the same text
+        again with another filter (the suggestion pipeline looks for promotions after its main search)
+        pays for the filter and the hits only. Nothing else is cached.
+        """
+        idx = self.index
+        key = (query, idx.generation)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        cfg = self.config
+        lay = idx.layout
+        qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
+        n = len(idx.snippet_order)
+        # Lexical: each snippet's best question text, plus what its answer adds. The rows are laid out
+        # by snippet (index.RowLayout): one maximum.at and one gather, no sorting of rows.
+        scores = idx.lexical.scores(qtokens)
+        nq = lay.n_questions
+        best_q = np.zeros(n, dtype=np.float32)
+        np.maximum.at(best_q, lay.q_owner, scores[:nq])  # faster than reduceat over many short runs
+        lex_best = best_q.astype(np.float64)
+        answer = np.zeros(n, dtype=np.float64)
+        if lay.answer_owner.size:
+            answer[lay.answer_owner] = scores[nq:]
+        lex = lex_best + answer
+
+        # Dense: counts only as much as the model knows the query's tokens.
+        coverage = idx.embedder.coverage(query)
+        dw = self._dense_weight(coverage)
+        dense = np.full(n, -1.0, dtype=np.float64)
+        dense_tid = np.zeros(n, dtype=np.int64)
+        if dw > 0 and idx.dense.ntotal and lay.dense_ids.size:
+            ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
+            pos = np.minimum(np.searchsorted(lay.dense_ids, di), lay.dense_ids.size - 1)
+            known = lay.dense_ids[pos] == di
+            ds, di, owner = ds[known].astype(np.float64), di[known], lay.dense_owner[pos[known]]
+            # Each snippet's best text (the first of equals in FAISS order), as a loop would keep it.
+            order = np.lexsort((np.arange(ds.size), -ds))
+            _, first = np.unique(owner[order], return_index=True)
+            best = order[first]
+            best = best[ds[best] > -1.0]
+            dense[owner[best]] = ds[best]
+            dense_tid[owner[best]] = di[best]
+
+        found = (lex > 0) | (dense > -1.0)
+        if cfg.fusion == "weighted":
+            max_lex = float(lex.max()) if n else 0.0
+            lex_norm = lex / max_lex if max_lex > 0 else lex
+            fused = (1 - dw) * lex_norm + dw * np.clip(dense, 0.0, None)
+        else:
+            found_ids = np.flatnonzero(found)
+            fused = np.zeros(n, dtype=np.float64)
+            for part, weight in ((lex, 1 - dw), (dense, dw)):
+                has = found_ids[part[found_ids] > (0 if part is lex else -1.0)]
+                ranked = has[np.argsort(-part[has], kind="stable")]
+                fused[ranked] += weight / (cfg.rrf_k + np.arange(1, ranked.size + 1))
+        sc = _Scored(
+            qtokens=qtokens,
+            scores=scores,
+            layout=lay,
+            lex_best=lex_best,
+            answer=answer,
+            lex=lex,
+            coverage=coverage,
+            dw=dw,
+            dense=dense,
+            dense_tid=dense_tid,
+            found=found,
+            fused=fused,
+            candidates=int(np.count_nonzero(found)),
+        )
+        self._last = (key, sc)
+        return sc
 
     def _hit(
         self,
@@ -265,3 +336,35 @@ def _dice(q: list[str], t: tuple[str, ...], idf: dict[str, float]) -> float:
     inter = sum(w(x, 0.0) for x in qs & ts)
     total = sum(w(x, 0.0) for x in qs) + sum(w(x, 0.0) for x in ts)
     return 0.0 if total <= 0 or math.isnan(total) else 2 * inter / total
+
+
+def _prefilter(lay: RowLayout, flt: SnippetFilter) -> np.ndarray | None:
+    """Snippets whose kind and status the filter accepts (None: all); the rest is checked per hit."""
+    mask: np.ndarray | None = None
+    if flt.status:
+        code = lay.statuses.get(flt.status)
+        mask = lay.status_code == code if code is not None else np.zeros(lay.status_code.size, dtype=bool)
+    if flt.kinds:
+        codes = [lay.kinds[kind] for kind in flt.kinds if kind in lay.kinds]
+        kinds = np.isin(lay.kind_code, codes)
+        mask = kinds if mask is None else mask & kinds
+    return mask
+
+
+def _best_first(fused: np.ndarray, eligible: np.ndarray, k: int) -> Iterator[int]:
+    """Ordinals of the eligible snippets by fused score, best first (ties: lower ordinal first).
+
+    Only the top few are sorted (``argpartition``); the rest is sorted only if the caller reads past
+    them (a filter that rejects many snippets).
+    """
+    idxs = np.flatnonzero(eligible)
+    m = max(4 * k, 64)
+    if idxs.size <= 4 * m:
+        yield from idxs[np.lexsort((idxs, -fused[idxs]))].tolist()
+        return
+    vals = fused[idxs]
+    threshold = vals[np.argpartition(-vals, m - 1)[:m]].min()
+    top = idxs[vals >= threshold]  # every tie at the threshold too
+    yield from top[np.lexsort((top, -fused[top]))].tolist()
+    rest = idxs[vals < threshold]
+    yield from rest[np.lexsort((rest, -fused[rest]))].tolist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eval.bench import add_bench_parser, run_bench
 from eval.cli import add_eval_parser, run_eval
 from knowledge.cli import add_kb_parser, handle_error, run_kb
 from knowledge.errors import KefuError
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_keys_parser(sub)
     add_records_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_keys(args)
         if args.cmd == "records":
             return run_records(args)
+        if args.cmd == "bench":
+            return run_bench(args)
     except KefuError as e:
         return handle_error(e)
     except KeyboardInterrupt:

@@ -1,0 +1,178 @@
+"""The retriever's fast paths (row layout, per-query scores, revision check) change nothing it returns.
+
+``reference_search`` is the straightforward aggregation the retriever used before (every matching
+row sorted by snippet, every found snippet sorted by score); the fast one must give the same hits,
+scores and labels for the same index, whatever the filter, k and fusion.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.bench import base_entries, generate_kb, write_jsonl
+from knowledge.embedding import SentenceTransformerEmbedder
+from knowledge.index import KnowledgeIndex, current_revision
+from knowledge.io import read_snippets
+from knowledge.model import Snippet, SnippetFilter
+from knowledge.retriever import Hit, HybridRetriever, RetrievalConfig
+from knowledge.service import KnowledgeBase
+from knowledge.settings import KnowledgeSettings
+from knowledge.store import Store
+from knowledge.text import Analyzer, normalize
+from tests.conftest import REPO
+
+FILTERS = [
+    SnippetFilter(valid_on=date(2026, 11, 26)),
+    SnippetFilter(status=None, valid_on=None),
+    SnippetFilter(kinds=("restricted",)),
+    SnippetFilter(kinds=("promotion",), valid_on=date(2026, 11, 26)),
+    SnippetFilter(kinds=("faq", "policy")),
+    SnippetFilter(products=("Y1空气炸锅",), valid_on=None),
+    SnippetFilter(status="draft", valid_on=None),
+]
+
+
+def reference_search(r: HybridRetriever, query: str, k: int, flt: SnippetFilter) -> list[Hit]:
+    """The retriever's ranking computed the plain way (no layout, no per-query memory)."""
+    idx, cfg = r.index, r.config
+    qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
+    n = len(idx.snippet_order)
+    lex_best = np.zeros(n)
+    lex_row = np.full(n, -1, dtype=np.int64)
+    answer = np.zeros(n)
+    scores = idx.lexical.scores(qtokens)
+    for row in np.flatnonzero(scores > 0).tolist():  # rows in order: the first of equals wins
+        o, sc = int(idx.row_owner[row]), float(scores[row])
+        if idx.row_is_answer[row]:
+            answer[o] += sc
+        elif sc > lex_best[o]:
+            lex_best[o], lex_row[o] = sc, row
+    for o in range(n):
+        if lex_row[o] < 0 and answer[o] > 0:
+            lex_row[o] = next(i for i in range(len(scores)) if idx.row_owner[i] == o and idx.row_is_answer[i])
+    lex = lex_best + answer
+    coverage = idx.embedder.coverage(query)
+    dw = 0.0
+    if coverage >= cfg.min_coverage and cfg.dense_weight > 0:
+        dw = cfg.dense_weight * (coverage - cfg.min_coverage) / (1 - cfg.min_coverage or 1)
+    dense = np.full(n, -1.0)
+    dense_tid = np.zeros(n, dtype=np.int64)
+    if dw > 0 and idx.dense.ntotal:
+        ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
+        for dsc, tid in zip(ds.tolist(), di.tolist(), strict=True):
+            hit = idx.texts.get(int(tid))
+            o = idx.ordinal.get(hit.snippet_id, -1) if hit is not None else -1
+            if o >= 0 and dsc > dense[o]:
+                dense[o], dense_tid[o] = dsc, int(tid)
+    found = np.flatnonzero((lex > 0) | (dense > -1.0))
+    if cfg.fusion == "weighted":
+        max_lex = float(lex.max()) if n else 0.0
+        fused = (1 - dw) * (lex / max_lex if max_lex > 0 else lex) + dw * np.clip(dense, 0.0, None)
+    else:
+        fused = np.zeros(n)
+        for part, weight in ((lex, 1 - dw), (dense, dw)):
+            has = found[part[found] > (0 if part is lex else -1.0)]
+            ranked = has[np.argsort(-part[has], kind="stable")]
+            fused[ranked] += weight / (cfg.rrf_k + np.arange(1, ranked.size + 1))
+    hits: list[Hit] = []
+    for o in found[np.lexsort((found, -fused[found]))].tolist():
+        sid = idx.snippet_order[o]
+        if not flt.accepts(idx.snippets[sid]):
+            continue
+        lex_hit = (float(lex[o]), int(idx.lexical.row_ids[lex_row[o]])) if lex_row[o] >= 0 else None
+        dense_hit = (float(dense[o]), int(dense_tid[o])) if dense[o] > -1.0 else None
+        hits.append(r._hit(sid, float(fused[o]), lex_hit, dense_hit, dw, qtokens))
+        if len(hits) >= k:
+            break
+    return hits
+
+
+def _same(index: KnowledgeIndex, queries: list[str], filters: list[SnippetFilter]) -> int:
+    checked = 0
+    for config in (RetrievalConfig(), RetrievalConfig(fusion="rrf")):
+        r = HybridRetriever(index, config)
+        for q in queries:
+            for flt in filters:
+                for k in (1, 5):
+                    fast = [h.to_dict() for h in r.search(q, k=k, flt=flt).hits]
+                    assert fast == [h.to_dict() for h in reference_search(r, q, k, flt)], (q, flt, k)
+                    checked += 1
+    return checked
+
+
+@pytest.fixture(scope="module")
+def demo_queries() -> list[str]:
+    import json
+
+    lines = (REPO / "knowledge" / "data" / "demo_queries.jsonl").read_text("utf-8").splitlines()
+    extra = ["退货", "hello, can I return it?", "价格多少", "y1 空气炸锅", ""]
+    return [*[json.loads(line)["query"] for line in lines if line.strip()][:25], *extra]
+
+
+def test_demo_kb_same_hits_as_reference(
+    demo_snippets: list[Snippet], demo_model_dir: Path, demo_queries: list[str]
+) -> None:
+    index = KnowledgeIndex(SentenceTransformerEmbedder(str(demo_model_dir)), Analyzer("wcb"))
+    index.build_from(demo_snippets)
+    assert _same(index, demo_queries, FILTERS) == 2 * len(demo_queries) * len(FILTERS) * 2
+
+
+def test_generated_kb_same_hits_as_reference(
+    tmp_path: Path, demo_model_dir: Path, demo_queries: list[str]
+) -> None:
+    """A KB with many near-duplicates (1,500 snippets from the bench recipe), so ties and the partial
+    sort past the first candidates are exercised."""
+    base, _ = base_entries(None)
+    write_jsonl(generate_kb(1500, seed=2, base=base), tmp_path / "kb.jsonl")
+    snippets = read_snippets(tmp_path / "kb.jsonl")
+    index = KnowledgeIndex(
+        SentenceTransformerEmbedder(str(demo_model_dir)),
+        Analyzer("wcb", sorted({s.product for s in snippets if s.product})),
+    )
+    index.build_from(snippets)
+    flts = [*FILTERS[:4], SnippetFilter(products=("青禾保温杯", "云杉电饭煲Pro"), valid_on=None)]
+    _same(index, demo_queries[:12], flts)
+
+
+def test_scores_follow_edits_and_other_replicas(tmp_path: Path, demo_snippets: list[Snippet]) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(demo_snippets, actor="t")
+    minilm = SentenceTransformerEmbedder()
+    kb = KnowledgeBase(KnowledgeSettings(database_url=url, index_dir=tmp_path / "a"), embedder=minilm)
+    kb.open_index(log_fn=lambda _m: None)
+    replica = KnowledgeBase(KnowledgeSettings(database_url=url, index_dir=tmp_path / "b"), embedder=minilm)
+    replica.open_index(log_fn=lambda _m: None)
+    query = "能不能寄到火星基地"
+    for r in (kb, replica):
+        assert all(h.snippet_id != "faq-shipping-remote" for h in r.retriever.search(query, k=1).hits)
+    s = kb.store.get("faq-shipping-remote")
+    kb.store.update(
+        s.id,
+        {"similar_questions": [*s.similar_questions, query]},
+        expected_version=s.version,
+        actor="t",
+    )
+    for r in (kb, replica):  # the same query again: its remembered scores are from an older index
+        assert r.retriever.search(query, k=1).hits[0].snippet_id == "faq-shipping-remote"
+    assert current_revision(replica.store) == replica.store.revision() == replica.index.kb_revision
+    kb.close()
+    replica.close()
+    store.close()
+
+
+def test_current_revision_matches_store(store: Store) -> None:  # SQLite and PostgreSQL
+    assert current_revision(store) == store.revision() == 0
+    store.add(Snippet(id="a", question="问题", answer="答案"), actor="t")
+    assert current_revision(store) == store.revision() == 1
+
+
+def test_tokens_are_shared_strings(demo_snippets: list[Snippet], tmp_path: Path) -> None:
+    index = KnowledgeIndex(SentenceTransformerEmbedder(), Analyzer("wcb"))
+    index.build_from(demo_snippets)
+    occurrences = [tok for t in index.texts.values() for tok in t.tokens]
+    assert len({id(t) for t in occurrences}) == len(set(occurrences))
