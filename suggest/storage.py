@@ -88,6 +88,16 @@ def _record_sync_level(value: str | None) -> str:
     return level
 
 
+def _add_message(
+    conn: Connection, conversation_id: str, role: str, text: str, at: datetime, suggestion_id: str
+) -> None:
+    conn.execute(
+        t.messages.insert().values(
+            conversation_id=conversation_id, role=role, text=text, at=at, suggestion_id=suggestion_id
+        )
+    )
+
+
 class SuggestStore:
     def __init__(self, engine: Engine, *, record_sync: str | None = None) -> None:
         self.engine = engine
@@ -185,15 +195,7 @@ class SuggestStore:
                     )
                 )
             if store_message:
-                conn.execute(
-                    t.messages.insert().values(
-                        conversation_id=conversation_id,
-                        role="customer",
-                        text=customer_message,
-                        at=at,
-                        suggestion_id=suggestion_id,
-                    )
-                )
+                _add_message(conn, conversation_id, "customer", customer_message, at, suggestion_id)
             conn.execute(
                 t.suggestions.insert().values(
                     id=suggestion_id,
@@ -262,15 +264,7 @@ class SuggestStore:
                 )
             )
             if action in ("approve", "edit") and final_text:
-                conn.execute(
-                    t.messages.insert().values(
-                        conversation_id=conversation_id,
-                        role="agent",
-                        text=final_text,
-                        at=at,
-                        suggestion_id=suggestion_id,
-                    )
-                )
+                _add_message(conn, conversation_id, "agent", final_text, at, suggestion_id)
                 conn.execute(
                     t.conversations.update()
                     .where(t.conversations.c.id == conversation_id)
