@@ -17,7 +17,7 @@ from knowledge.io import read_snippets
 from knowledge.model import Snippet
 from knowledge.store import Store
 
-pytest_plugins = ["tests.fake_openai"]
+pytest_plugins = ["tests.fake_openai", "tests.browser"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
