@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -124,10 +125,17 @@ class SentenceTransformerEmbedder:
             dim = int(self.model.encode(["x"]).shape[1])
         self.dim = int(dim)
         self._tokenizer = getattr(self.model, "tokenizer", None)
+        # A query is segmented twice (coverage, then the vector) and jieba is the costly part.
+        self._tokens = lru_cache(maxsize=1024)(self._segment)
+        self._static = _static_parts(self.model)
+
+    def _segment(self, text: str) -> tuple[str, ...]:
+        assert self.analyzer is not None
+        return tuple(self.analyzer.tokens(text))
 
     def _prepare(self, text: str) -> str:
         if self.analyzer is not None:
-            return " ".join(self.analyzer.tokens(text))
+            return " ".join(self._tokens(text))
         return normalize(text)
 
     def input_key(self, text: str) -> str:
@@ -146,11 +154,21 @@ class SentenceTransformerEmbedder:
         return np.asarray(vecs, dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self.encode_documents([text])[0]
+        if self._static is None:
+            return self.encode_documents([text])[0]
+        # A static model is a mean of token vectors: numpy does it in microseconds, where the
+        # sentence-transformers call costs about a millisecond per query (same result, see tests).
+        tokenizer, weights = self._static
+        ids = tokenizer.encode(self._prepare(text), add_special_tokens=False).ids
+        if not ids:
+            return np.zeros(self.dim, dtype=np.float32)
+        v = weights[ids].mean(axis=0, dtype=np.float32)
+        norm = float(np.linalg.norm(v))
+        return (v / max(norm, 1e-12)).astype(np.float32, copy=False)
 
     def coverage(self, text: str) -> float:
         if self.analyzer is not None:
-            toks = self.analyzer.tokens(text)
+            toks = self._tokens(text)
             vocab = self._vocab()
             return sum(1 for t in toks if t in vocab) / len(toks) if toks else 0.0
         if self._tokenizer is None:
@@ -167,3 +185,20 @@ class SentenceTransformerEmbedder:
             cached = set(tok.get_vocab()) if tok is not None and hasattr(tok, "get_vocab") else set()
             self._vocab_cache = cached
         return cached
+
+
+def _static_parts(model: object) -> tuple[object, np.ndarray] | None:
+    """The tokenizer and weight matrix of a model that is one mean-pooled ``StaticEmbedding``, else None.
+
+    The weights are a view of the model's tensor, so training in place is seen too."""
+    try:
+        modules = list(model)  # type: ignore[call-overload]
+    except TypeError:
+        return None
+    if len(modules) != 1 or type(modules[0]).__name__ != "StaticEmbedding":
+        return None
+    bag = getattr(modules[0], "embedding", None)
+    tokenizer = getattr(modules[0], "tokenizer", None)
+    if bag is None or tokenizer is None or getattr(bag, "mode", "mean") != "mean":
+        return None
+    return tokenizer, bag.weight.detach().cpu().numpy()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import faiss
 
+from knowledge import index as index_module
 from knowledge.embedding import BUNDLED_MODEL, Embedder, SentenceTransformerEmbedder
 from knowledge.index import KnowledgeIndex
 from knowledge.retriever import HybridRetriever
@@ -55,6 +56,7 @@ class KnowledgeBase:
     ) -> None:
         self.settings = settings or KnowledgeSettings()
         faiss.omp_set_num_threads(max(1, self.settings.faiss_threads))
+        index_module.SEARCH_THREADS = max(1, self.settings.faiss_threads)
         self.store = store or Store(self.settings.database_url)
         self.embedder = embedder or SentenceTransformerEmbedder(active_model(self.store, self.settings))
         self.analyzer = Analyzer(self.settings.analyzer, kb_terms(self.store))

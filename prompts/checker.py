@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from prompts.textnorm import NormalizedText, fold, normalize, to_script
@@ -364,9 +365,7 @@ class NormsChecker:
         return [self._violation(rule, nt, (pos, pos))]
 
     def _core(self, rule: NormRule, text: str) -> str:
-        if rule.unit == "word":
-            return " ".join(re.findall(r"[^\W_]+", text))
-        return "".join(ch for ch in text if ch.isalnum())
+        return _word_core(text) if rule.unit == "word" else _alnum_core(text)
 
     def bare_acknowledgement(self, rule: NormRule, folded: str) -> str | None:
         """The acknowledgement a reply consists of, or None when it says something else.
@@ -377,9 +376,7 @@ class NormsChecker:
         (您好 在的 -> 在的), else the first ("" when the reply is softeners only: 嗯, 呐). A reply with
         no letters or digits at all ("?") is not an acknowledgement: there is nothing to expand.
         """
-        seq: str | tuple[str, ...] = (
-            tuple(re.findall(r"[^\W_]+", folded)) if rule.unit == "word" else self._core(rule, folded)
-        )
+        seq: str | tuple[str, ...] = _words(folded) if rule.unit == "word" else _alnum_core(folded)
         n = len(seq)
         if n == 0 or seq[0] not in self.ack_tokens:
             return None
@@ -573,3 +570,19 @@ class NormsChecker:
                 removed.append(text[start:end])
                 text = text[:start] + text[end:]
         return text, AppliedFix(rule.id, "delete", "".join(reversed(removed)))
+
+
+# The letters and digits of a reply, asked for several times per check and fix (cached: pure functions).
+@lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"[^\W_]+", text))
+
+
+@lru_cache(maxsize=4096)
+def _word_core(text: str) -> str:
+    return " ".join(_words(text))
+
+
+@lru_cache(maxsize=4096)
+def _alnum_core(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum())

@@ -92,7 +92,10 @@ class NormalizedText:
         return self.span(index, index)[0]
 
 
+@lru_cache(maxsize=4096)
 def normalize(text: str) -> NormalizedText:
+    """``text`` in matching form with the map back to it (cached: the checker and the fixer look at the
+    same reply once per rule, and the result is immutable)."""
     if text.isascii():
         return NormalizedText(text, text.lower(), None, None, traditional=False)
     nfkc = unicodedata.normalize("NFKC", text)

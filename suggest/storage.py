@@ -92,9 +92,8 @@ def _add_message(
     conn: Connection, conversation_id: str, role: str, text: str, at: datetime, suggestion_id: str
 ) -> None:
     conn.execute(
-        t.messages.insert().values(
-            conversation_id=conversation_id, role=role, text=text, at=at, suggestion_id=suggestion_id
-        )
+        t.messages.insert(),
+        dict(conversation_id=conversation_id, role=role, text=text, at=at, suggestion_id=suggestion_id),
     )
 
 
@@ -170,7 +169,8 @@ class SuggestStore:
             ).first()
             if exists is None:
                 conn.execute(
-                    t.conversations.insert().values(
+                    t.conversations.insert(),
+                    dict(
                         id=conversation_id,
                         channel=channel,
                         customer_id=(customer or {}).get("id"),
@@ -181,7 +181,7 @@ class SuggestStore:
                         last_customer_at=at,
                         agent_replies=0,
                         waiting_since=at,
-                    )
+                    ),
                 )
             else:
                 conn.execute(
@@ -197,7 +197,8 @@ class SuggestStore:
             if store_message:
                 _add_message(conn, conversation_id, "customer", customer_message, at, suggestion_id)
             conn.execute(
-                t.suggestions.insert().values(
+                t.suggestions.insert(),
+                dict(
                     id=suggestion_id,
                     conversation_id=conversation_id,
                     customer_message=customer_message,
@@ -212,7 +213,7 @@ class SuggestStore:
                     response=json.dumps(response, ensure_ascii=False, default=str),
                     offline=offline,
                     customer_at=at,
-                )
+                ),
             )
             if also is not None:
                 also(conn)

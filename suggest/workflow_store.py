@@ -90,10 +90,10 @@ class WorkflowStore:
             "created_by": created_by,
         }
         if conn is not None:
-            conn.execute(t.escalations.insert().values(**values))
+            conn.execute(t.escalations.insert(), values)
         else:
             with writing(self.engine) as c:
-                c.execute(t.escalations.insert().values(**values))
+                c.execute(t.escalations.insert(), values)
         return eid
 
     def escalations(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -206,7 +206,8 @@ class WorkflowStore:
             values["summary"] = _summary(values["summary"])
         if row is None:
             conn.execute(
-                t.service_records.insert().values(
+                t.service_records.insert(),
+                dict(
                     conversation_id=conversation_id,
                     started_at=event.at,
                     status=values.pop("status", "open"),
@@ -215,7 +216,7 @@ class WorkflowStore:
                     version=1,
                     escalated=values.pop("escalated", False),
                     **values,
-                )
+                ),
             )
             return
         locked = set(json.loads(row.edited_fields or "[]"))
