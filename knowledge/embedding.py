@@ -14,7 +14,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -187,7 +187,7 @@ class SentenceTransformerEmbedder:
         return cached
 
 
-def _static_parts(model: object) -> tuple[object, np.ndarray] | None:
+def _static_parts(model: object) -> tuple[Any, np.ndarray] | None:
     """The tokenizer and weight matrix of a model that is one mean-pooled ``StaticEmbedding``, else None.
 
     The weights are a view of the model's tensor, so training in place is seen too."""
