@@ -37,8 +37,10 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an asyncio loop running on this thread while it is
+    open, which breaks ``asyncio.run`` in every later test; closing it after each module ends that."""
     why = _missing()
     if why is not None:
         if IN_CI:
