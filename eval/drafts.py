@@ -54,6 +54,8 @@ from suggest.guard import Guard
 DEFAULT_AT = "2026-11-26T10:00:00+08:00"
 DEMO_KB = Path(__file__).resolve().parents[1] / "knowledge" / "data" / "demo_kb.jsonl"
 BUNDLED_CASES = Path(__file__).resolve().parent / "data" / "drafts_cases.jsonl"
+#: History turns of a case kept in report.json (the last ones).
+HISTORY_KEPT = 6
 #: Plans whose drafts come from the norms' templates alone and cite no snippet.
 UNCITED_KINDS = ("complaint", "suggestion", "greeting", "closing")
 LATENCY_EDGES_MS = (0, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -657,7 +659,9 @@ def _escalation_precision(o: CaseOutcome) -> Score:
     if not o.escalated:
         return na("not escalated (precision counts escalated cases)")
     ok = o.case.must_escalate
-    return Score(1.0 if ok else 0.0, "escalated, as it must" if ok else "escalated, but the KB answers it")
+    return Score(
+        1.0 if ok else 0.0, "escalated, as it must" if ok else "escalated, but must_escalate is false"
+    )
 
 
 def _escalation_recall(o: CaseOutcome) -> Score:
@@ -954,7 +958,11 @@ def case_records(outcomes: Sequence[CaseOutcome], runs: dict[str, MetricRun]) ->
     records = []
     for i, o in enumerate(outcomes):
         r = o.response
-        rec: dict[str, Any] = {"case": o.case.to_dict(), "error": o.error}
+        case = o.case.to_dict()
+        if len(case["history"]) > HISTORY_KEPT:  # long real conversations: the input file has them all
+            case["history_turns"] = len(case["history"])
+            case["history"] = case["history"][-HISTORY_KEPT:]
+        rec: dict[str, Any] = {"case": case, "error": o.error}
         if r is not None:
             rec.update(
                 intent=r["intent"],

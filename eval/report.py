@@ -273,15 +273,15 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _mark_md(text: str, spans: list[dict[str, Any]]) -> str:
+    marks, whole = choose_spans(text, spans)
     out, pos = [], 0
-    for s in sorted(spans, key=lambda s: (s["start"], s["end"])):
-        if s["start"] < pos:
-            continue
+    for s in marks:
         out.append(text[pos : s["start"]])
         seg = text[s["start"] : s["end"]]
         out.append(f"**【{seg}】**" if seg else f"**【⟂{s['rule']}】**")
         pos = s["end"]
     out.append(text[pos:])
+    out += [f" `{s['rule']}`" for s in whole]
     return "".join(out).replace("\n", " ")
 
 
@@ -297,7 +297,8 @@ text-align:left;vertical-align:top}th{background:#f0f4f8}.num{text-align:right;f
 mark{background:#ffe3e3;border-bottom:2px solid #c81e1e;padding:0 1px}mark.warning{background:#fff3c4;
 border-bottom-color:#b7791f}mark.gap{background:#c81e1e;color:#fff;font-size:11px;padding:0 3px}
 .case{border:1px solid #d9e2ec;border-radius:4px;padding:8px 12px;margin:8px 0}.case p{margin:4px 0}
-.turn{margin:2px 0}.role{display:inline-block;width:44px;color:#7b8794}
+.badge{font-size:11px;border-radius:3px;padding:0 4px;background:#fff3c4;color:#8d5b00}
+.badge.error{background:#ffe3e3;color:#c81e1e}.turn{margin:2px 0}.role{display:inline-block;width:44px;color:#7b8794}
 figure{margin:12px 0}figcaption{font-size:13px;color:#52606d}
 """
 
@@ -354,33 +355,33 @@ def histogram_svg(hist: dict[str, Any], base: dict[str, Any] | None, unit: str, 
     edges, counts = hist["edges"], hist["counts"]
     base_counts = base["counts"] if base and base.get("edges") == edges else None
     n = len(counts)
-    width, height, left, bottom = 760, 240, 40, 40
+    width, height, left, bottom = 760, 250, 40, 40
     slot = (width - left - 10) / max(n, 1)
     top = max([*counts, *(base_counts or []), 1])
     parts = [
         f'<svg class="chart" id="{chart_id}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="histogram">'
     ]
-    plot_h = height - bottom - 10
+    plot_h = height - bottom - 24  # room for the count above the tallest bar
     parts.append(
-        f'<line x1="{left}" y1="{10 + plot_h}" x2="{width - 10}" y2="{10 + plot_h}" stroke="#9aa5b1"/>'
+        f'<line x1="{left}" y1="{24 + plot_h}" x2="{width - 10}" y2="{24 + plot_h}" stroke="#9aa5b1"/>'
     )
     for i, c in enumerate(counts):
         x = left + i * slot
         w = slot * (0.42 if base_counts else 0.8)
         h = plot_h * c / top
         parts.append(
-            f'<rect class="bar" x="{x + slot * 0.08:.1f}" y="{10 + plot_h - h:.1f}" width="{w:.1f}" '
+            f'<rect class="bar" x="{x + slot * 0.08:.1f}" y="{24 + plot_h - h:.1f}" width="{w:.1f}" '
             f'height="{max(h, 0.5):.1f}" fill="#3e7cb1"><title>{c}</title></rect>'
         )
         parts.append(
-            f'<text x="{x + slot * 0.08 + w / 2:.1f}" y="{6 + plot_h - h:.1f}" font-size="10" text-anchor="middle">{c}</text>'
+            f'<text x="{x + slot * 0.08 + w / 2:.1f}" y="{20 + plot_h - h:.1f}" font-size="10" text-anchor="middle">{c}</text>'
         )
         if base_counts:
             bh = plot_h * base_counts[i] / top
             bx = x + slot * 0.52
             parts.append(
-                f'<rect class="baseline" x="{bx:.1f}" y="{10 + plot_h - bh:.1f}" width="{w:.1f}" '
+                f'<rect class="baseline" x="{bx:.1f}" y="{24 + plot_h - bh:.1f}" width="{w:.1f}" '
                 f'height="{max(bh, 0.5):.1f}" fill="none" stroke="#52606d" stroke-dasharray="3,2">'
                 f"<title>baseline {base_counts[i]}</title></rect>"
             )
@@ -446,11 +447,23 @@ def confusion_svg(conf: dict[str, Any], base: dict[str, Any] | None) -> str:
     return "".join(parts)
 
 
+def choose_spans(text: str, spans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Spans to mark inside the text (no overlaps; error-level ones win) and the rules that concern the
+    whole reply (impolite, too_short), shown as badges so that they do not hide a narrower span."""
+    whole = [s for s in spans if text and s["start"] == 0 and s["end"] == len(text)]
+    kept: list[dict[str, Any]] = []
+    for s in sorted(
+        (s for s in spans if s not in whole), key=lambda s: (s["severity"] != "error", s["start"])
+    ):
+        if all(s["end"] <= k["start"] or s["start"] >= k["end"] or s["start"] == s["end"] for k in kept):
+            kept.append(s)
+    return sorted(kept, key=lambda s: (s["start"], s["end"])), whole
+
+
 def highlight(text: str, spans: list[dict[str, Any]]) -> str:
+    marks, whole = choose_spans(text, spans)
     out, pos = [], 0
-    for s in sorted(spans, key=lambda s: (s["start"], s["end"])):
-        if s["start"] < pos:
-            continue
+    for s in marks:
         out.append(_e(text[pos : s["start"]]))
         title = _e(f"{s['rule']} ({s['severity']}): {s['message']}")
         cls = "warning" if s["severity"] != "error" else ""
@@ -461,6 +474,9 @@ def highlight(text: str, spans: list[dict[str, Any]]) -> str:
             out.append(f'<mark class="gap" title="{title}">⟂ {_e(s["rule"])}</mark>')
         pos = s["end"]
     out.append(_e(text[pos:]))
+    for s in whole:
+        title = _e(f"{s['rule']} ({s['severity']}): {s['message']}")
+        out.append(f' <span class="badge {s["severity"]}" title="{title}">{_e(s["rule"])}</span>')
     return "".join(out)
 
 
@@ -497,7 +513,9 @@ def render_html(report: dict[str, Any]) -> str:
     body.append(f"<p class='muted'>{_e(report['created_at'])} · {_e(report['machine'])}</p>")
     body.append(
         "<table>"
-        + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in report["setup"].items())
+        + "".join(
+            f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in report["setup"].items() if v is not None
+        )
         + "</table>"
     )
     if "baseline" in report:
