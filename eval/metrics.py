@@ -74,7 +74,11 @@ def mean_of(scores: Sequence[Score], unit: str = "cases") -> Score:
     if not applied:
         return na(f"not applicable to any of the {len(scores)} {unit}")
     value = sum(applied) / len(applied)
-    return Score(value, f"mean over {len(applied)} of {len(scores)} {unit}", {"n": len(applied)})
+    skipped = len(scores) - len(applied)
+    rest = f" ({skipped} n/a)" if skipped else ""
+    if all(v in (0.0, 1.0) for v in applied):  # a pass/fail metric: say how many passed
+        return Score(value, f"{int(sum(applied))} of {len(applied)} {unit}{rest}", {"n": len(applied)})
+    return Score(value, f"mean over {len(applied)} {unit}{rest}", {"n": len(applied)})
 
 
 def ratio(hits: int, total: int, what: str) -> Score:

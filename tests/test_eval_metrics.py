@@ -23,7 +23,9 @@ def test_not_applicable_is_nan_and_left_out_of_the_mean() -> None:
     scores, total = runs["m"].scores, runs["m"].total
     assert math.isnan(scores[2].value) and scores[2].reason == "no label"
     assert total.value == pytest.approx(2 / 3)
-    assert "3 of 4" in total.reason
+    assert total.reason == "2 of 3 cases (1 n/a)"
+    graded = mean_of([Score(0.5, ""), Score(1.0, ""), na("")])
+    assert graded.value == 0.75 and graded.reason == "mean over 2 cases (1 n/a)"
     nothing = mean_of([na("x"), na("y")])
     assert math.isnan(nothing.value) and "none" not in nothing.reason and "2" in nothing.reason
     assert nothing.to_dict()["value"] is None  # NaN is written as null, never as 0
