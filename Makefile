@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck check bench eval-retrieval clean
+.PHONY: serve test lint typecheck check bench eval eval-retrieval clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+# The bundled draft cases (eval/data/drafts_cases.jsonl) through the suggestion pipeline, against the
+# demo KB, with the CI bars; writes var/eval/report.{json,md,html}. EVAL_ARGS adds options, e.g.
+# `make eval EVAL_ARGS="--baseline var/eval/old.json"`.
+EVAL_DIR ?= var/eval
+EVAL_ARGS ?=
+eval: $(STAMP)
+	$(VENV)/bin/kefu eval drafts --report $(EVAL_DIR) $(EVAL_ARGS) \
+		--fail-under error_rule_pass=1.0 groundedness=1.0 intent_accuracy=0.9
 
 eval-retrieval: $(STAMP)
 	$(VENV)/bin/kefu eval retrieval --kb ../shared/data/bq-dev/kb.jsonl --queries ../shared/data/bq-dev/queries.jsonl

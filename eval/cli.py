@@ -7,8 +7,10 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from knowledge.embedding import BUNDLED_MODEL
+from knowledge.errors import KefuError
 from knowledge.retriever import RetrievalConfig
 from knowledge.settings import KnowledgeSettings
 
@@ -53,6 +55,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", nargs="?", help="labelled messages (default: eval/data/intents_zh.jsonl)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
+    add_drafts_parser(es)
+    add_transcripts_parser(es)
+
 
 def run_eval(args: argparse.Namespace) -> int:
     if args.eval_cmd == "norms":
@@ -65,6 +70,10 @@ def run_eval(args: argparse.Namespace) -> int:
         from eval.intents import cli_main as intents_main
 
         return intents_main(args.file, args.json)
+    if args.eval_cmd == "drafts":
+        return run_drafts(args)
+    if args.eval_cmd == "transcripts":
+        return run_transcripts(args)
     return _retrieval(args)
 
 
@@ -105,3 +114,178 @@ def _retrieval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}))
     return 0
+
+
+# -- kefu eval drafts / transcripts (eval/drafts.py, eval/transcripts.py, eval/report.py) -------------
+
+
+def add_drafts_parser(es: argparse._SubParsersAction) -> None:
+    p = es.add_parser(
+        "drafts",
+        help="run cases through the suggestion pipeline and score the drafts (norms, grounding, intents, ...)",
+        description="Score the service's drafts: every case goes through the suggestion pipeline as the API "
+        "runs it, against a temporary store holding the KB. Writes report.json, report.md and report.html.",
+    )
+    p.add_argument(
+        "--dataset",
+        type=Path,
+        help="cases JSONL, or conversations JSONL (one case per customer turn); default: eval/data/drafts_cases.jsonl",
+    )
+    p.add_argument("--kb", type=Path, help="knowledge base file (JSONL, CSV, XLSX, MD); default: the demo KB")
+    p.add_argument("--drafter", choices=("template", "llm"), default="template")
+    p.add_argument("--report", type=Path, required=True, metavar="DIR", help="directory for the report files")
+    p.add_argument("--baseline", type=Path, metavar="OLD.json", help="an older report.json to compare with")
+    p.add_argument(
+        "--fail-under",
+        nargs="+",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when a metric is below its bar, e.g. error_rule_pass=1 groundedness=1 intent_accuracy=0.9",
+    )
+    p.add_argument(
+        "--at", help="the service clock, ISO 8601 (default: a working-day morning, 2026-11-26T10:00+08:00)"
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N cases")
+    p.add_argument(
+        "--judge-model", help="LLM judge model (or KEFU_JUDGE_MODEL); off unless a model and URL are set"
+    )
+    p.add_argument("--judge-base-url", help="LLM judge endpoint, OpenAI-compatible (or KEFU_JUDGE_BASE_URL)")
+
+
+def add_transcripts_parser(es: argparse._SubParsersAction) -> None:
+    p = es.add_parser(
+        "transcripts",
+        help="quality inspection (质检) of real conversations: rule violation rates, response times, worst cases",
+        description="FILE is JSONL: {session_id, agent_id?, turns: [{role: user|agent, text, at?, agent_id?}]}.",
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--report", type=Path, required=True, metavar="DIR", help="directory for the report files")
+    p.add_argument("--baseline", type=Path, metavar="OLD.json", help="an older report.json to compare with")
+    p.add_argument("--fail-under", nargs="+", default=[], metavar="METRIC=VALUE")
+    p.add_argument(
+        "--worst", type=int, default=20, help="how many of the worst conversations to show (default 20)"
+    )
+
+
+def _problems(e: Exception) -> int:
+    from eval.drafts import DatasetProblems
+
+    if isinstance(e, DatasetProblems):
+        for prob in e.problems[:50]:
+            print(prob, file=sys.stderr)
+        if len(e.problems) > 50:
+            print(f"... {len(e.problems) - 50} more", file=sys.stderr)
+        print(f"错误 error: {e}", file=sys.stderr)
+    else:
+        print(f"错误 error: {e}", file=sys.stderr)
+    return 2
+
+
+def _progress(desc: str, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit=unit, file=sys.stderr, disable=None)
+
+
+def _finish(report: dict[str, Any], args: argparse.Namespace, bars: list[tuple[str, float]]) -> int:
+    from eval import report as rep
+
+    if args.baseline:
+        rep.compare(report, rep.load_baseline(args.baseline), str(args.baseline))
+    try:
+        failures = rep.check_bars(report, bars)
+    except ValueError as e:
+        print(f"错误 error: {e}", file=sys.stderr)
+        return 2
+    report["fail_under"] = {"bars": dict(bars), "failures": failures}
+    paths = rep.write(report, args.report)
+    width = max(len(n) for n in report["metrics"]) if report["metrics"] else 10
+    for name, m in report["metrics"].items():
+        delta = rep.fmt_delta(m, name)
+        print(f"{name:<{width}}  {rep.fmt(m['value'], name):>8}  {delta:>8}  {m.get('reason', '')}")
+    print(f"failing cases: {len(report['failing'])}")
+    print("report: " + ", ".join(str(p) for p in paths))
+    for f in failures:
+        print(f"FAIL {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _norms() -> Any:
+    from prompts import load_norms
+    from suggest.settings import NormsSettings
+
+    return load_norms(NormsSettings().norms)
+
+
+def _check_bar_names(bars: list[tuple[str, float]], known: list[str]) -> None:
+    """Unknown metric names fail before any work is done."""
+    unknown = [n for n, _ in bars if n not in known]
+    if unknown:
+        raise ValueError(
+            f"未知指标：{', '.join(unknown)}；可用：{', '.join(known)} / "
+            f"unknown metric(s): {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+
+
+def run_drafts(args: argparse.Namespace) -> int:
+    from eval import drafts
+    from eval import report as rep
+    from eval.judge import Judge, JudgeSettings
+
+    try:
+        bars = rep.parse_bars(args.fail_under)
+        if args.baseline:
+            rep.load_baseline(args.baseline)  # a bad baseline fails before the long run
+        at = drafts.parse_at(args.at) if args.at else None
+        dataset = args.dataset or drafts.BUNDLED_CASES
+        if args.limit is not None and args.limit < 1:
+            raise ValueError("--limit 应为正整数 / --limit must be a positive number")
+        cases, fmt = drafts.read_dataset(dataset, limit=args.limit)
+        judge_settings = JudgeSettings.from_env(args.judge_base_url, args.judge_model)
+        _check_bar_names(bars, [m.name for m in drafts.draft_metrics(_norms(), judge=judge_settings.enabled)])
+        say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        say(f"{len(cases)} cases from {dataset} ({fmt})")
+        with drafts.environment(args.kb, drafter=args.drafter, at=at, progress=say) as env:
+            with _progress("drafts", "case") as bar:
+                bar.total = len(cases)
+                outcomes = drafts.run_cases(env, cases, progress=lambda _i, _n: bar.update(1))
+            judged = judge_settings.enabled
+            if judged:
+                judge = Judge(judge_settings, env.norms)
+                with _progress("judge", "case") as bar:
+                    bar.total = len(outcomes)
+                    drafts.judge_outcomes(outcomes, judge, env, progress=lambda _i, _n: bar.update(1))
+            runs = drafts.score_outcomes(outcomes, env.norms, judge=judged)
+            setup = {**env.setup, "judge": judge_settings.model if judged else None}
+            report = drafts.build_report(outcomes, runs, setup, env.norms, str(dataset))
+    except (ValueError, KefuError) as e:
+        return _problems(e)
+    try:
+        return _finish(report, args, bars)
+    except ValueError as e:
+        return _problems(e)
+
+
+def run_transcripts(args: argparse.Namespace) -> int:
+    from eval import report as rep
+    from eval import transcripts
+    from prompts import load_norms
+    from suggest.settings import NormsSettings
+
+    try:
+        bars = rep.parse_bars(args.fail_under)
+        if args.baseline:
+            rep.load_baseline(args.baseline)
+        norms = load_norms(NormsSettings().norms)
+        _check_bar_names(
+            bars,
+            [m.name for m in transcripts.reply_metrics(norms)]
+            + [m.name for m in transcripts.conversation_metrics()],
+        )
+        convs = transcripts.read_conversations(args.file)
+        print(f"{len(convs)} conversations from {args.file}", file=sys.stderr)
+        ins = transcripts.run_inspection(convs, norms, worst=args.worst)
+        report = transcripts.build_report(ins, norms, str(args.file))
+        return _finish(report, args, bars)
+    except (ValueError, KefuError) as e:
+        return _problems(e)

@@ -223,18 +223,13 @@ class AgentTurn:
 
 
 def jddc_agent_turns(path: str | Path) -> Iterator[AgentTurn]:
-    """The agent turns of a JDDC dialogue file (read in place, never copied)."""
-    with open(path, encoding="utf-8") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            session = json.loads(raw)
-            first = True
-            for i, turn in enumerate(session["turns"]):
-                if turn.get("role") != "agent":
-                    continue
-                yield AgentTurn(session["session_id"], i, turn["text"], first)
-                first = False
+    """The agent turns of a JDDC dialogue file (read in place, never copied), through the one
+    conversation reader of ``kefu eval transcripts`` (``eval.transcripts``)."""
+    from eval.transcripts import agent_replies, read_conversations
+
+    for conv in read_conversations(path):
+        for r in agent_replies(conv):
+            yield AgentTurn(r.session_id, r.index, r.text, r.first_reply)
 
 
 @dataclass

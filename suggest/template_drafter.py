@@ -125,7 +125,9 @@ class TemplateDrafter:
         )
         if related is not None:
             text = norms.render("answer_followup", answer=short, related=topic_of(related))
-            drafts.append(DraftCandidate(text, "answer", [_cite(best, short)], "follow_up"))
+            # the related snippet's question is quoted, so it is cited too (its numbers are grounded there)
+            cites = [_cite(best, short), _cite(related, related.snippet.question)]
+            drafts.append(DraftCandidate(text, "answer", cites, "follow_up"))
         promo = job.plan.promotion
         if promo is not None and promo.snippet_id != best.snippet_id:
             # One draft, the last one kept, mentions the promotion; its facts are the promotion's own.
