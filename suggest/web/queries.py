@@ -115,10 +115,18 @@ def conversation_view(engine: Engine, conversation_id: str, now: datetime) -> Co
                 .order_by(t.messages.c.id)
             )
         ]
+        # The latest suggestion; two made at the same instant are told apart by their messages' order.
+        last_msg = (
+            select(t.messages.c.suggestion_id, func.max(t.messages.c.id).label("mid"))
+            .where(t.messages.c.conversation_id == conversation_id)
+            .group_by(t.messages.c.suggestion_id)
+            .subquery()
+        )
         sug = conn.execute(
             select(t.suggestions.c.id, t.suggestions.c.response)
+            .select_from(t.suggestions.outerjoin(last_msg, last_msg.c.suggestion_id == t.suggestions.c.id))
             .where(t.suggestions.c.conversation_id == conversation_id)
-            .order_by(t.suggestions.c.created_at.desc(), t.suggestions.c.id)
+            .order_by(t.suggestions.c.created_at.desc(), func.coalesce(last_msg.c.mid, 0).desc())
             .limit(1)
         ).first()
         decision = None
