@@ -19,17 +19,30 @@ class FieldDiff:
     new: Any = None
 
 
-def text_segments(old: str, new: str) -> list[tuple[str, str]]:
+def text_segments(old: str, new: str, *, min_equal: int = 2) -> list[tuple[str, str]]:
+    """Character diff with short common runs (a shared 费 in 免费 -> 收费5元) folded into the change
+    around them, so that a change reads as whole words deleted and inserted."""
+    ops = difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes()
     out: list[tuple[str, str]] = []
-    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
+    deleted, inserted = "", ""
+
+    def flush() -> None:
+        nonlocal deleted, inserted
+        if deleted:
+            out.append(("delete", deleted))
+        if inserted:
+            out.append(("insert", inserted))
+        deleted, inserted = "", ""
+
+    for n, (op, i1, i2, j1, j2) in enumerate(ops):
+        between_changes = 0 < n < len(ops) - 1
+        if op == "equal" and not (between_changes and i2 - i1 < min_equal):
+            flush()
             out.append(("equal", old[i1:i2]))
-            continue
-        if op in ("delete", "replace"):
-            out.append(("delete", old[i1:i2]))
-        if op in ("insert", "replace"):
-            out.append(("insert", new[j1:j2]))
+        else:
+            deleted += old[i1:i2]
+            inserted += new[j1:j2]
+    flush()
     return out
 
 
