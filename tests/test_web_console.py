@@ -21,7 +21,9 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 @pytest.fixture(scope="module")
 def env(
-    tmp_path_factory: pytest.TempPathFactory, demo_snippets: list[Snippet], minilm: SentenceTransformerEmbedder
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_snippets: list[Snippet],
+    minilm: SentenceTransformerEmbedder,
 ) -> Iterator[WebEnv]:
     with web_env(tmp_path_factory.mktemp("web-console"), demo_snippets, minilm) as e:
         yield e
@@ -46,7 +48,9 @@ def simulate(page: Any, message: str, conversation_id: str, name: str = "") -> N
     page.wait_for_selector(f"#conv-view .conv-head[data-conversation='{conversation_id}'] ~ .drafts .draft")
 
 
-def test_agent_gets_drafts_edits_with_live_norms_approves_and_finds_the_record(page: Any, env: WebEnv) -> None:
+def test_agent_gets_drafts_edits_with_live_norms_approves_and_finds_the_record(
+    page: Any, env: WebEnv
+) -> None:
     env.sign_in(page, "agent")
     assert "key=" not in page.url  # the one-click link's key left the address bar at once
     assert page.evaluate("sessionStorage.getItem('kefu_key')") == env.keys["agent"]

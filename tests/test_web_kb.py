@@ -19,7 +19,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def env(
-    tmp_path_factory: pytest.TempPathFactory, demo_snippets: list[Snippet], minilm: SentenceTransformerEmbedder
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_snippets: list[Snippet],
+    minilm: SentenceTransformerEmbedder,
 ) -> Iterator[WebEnv]:
     with web_env(tmp_path_factory.mktemp("web-kb"), demo_snippets, minilm) as e:
         yield e
@@ -121,23 +123,29 @@ def test_create_publish_archive_and_the_history_diff(page: Any, env: WebEnv) -> 
     screenshot(page, "kb-history")
 
     # A stale form (someone saved since it was read) is refused, and nothing changes.
-    page.evaluate(
-        "() => { document.querySelector('#snippet-editor input[name=version]').value = '1'; }"
-    )
+    page.evaluate("() => { document.querySelector('#snippet-editor input[name=version]').value = '1'; }")
     page.locator("#snippet-editor textarea[name=answer]").fill("被覆盖的答案")
     page.locator("#snippet-editor .save-btn").click()
     page.wait_for_selector("#flash .flash.error[data-status='412']")
     assert env.kb.store.get("faq-web-gift-wrap").answer == "可以，下单时备注礼品包装即可，收费5元。"
 
 
-def test_import_shows_every_problem_by_line_and_imports_nothing(page: Any, env: WebEnv, tmp_path: Path) -> None:
-    good = {"id": "faq-web-import-ok", "question": "可以开箱验货吗？", "answer": "可以，签收前请当面开箱检查。"}
+def test_import_shows_every_problem_by_line_and_imports_nothing(
+    page: Any, env: WebEnv, tmp_path: Path
+) -> None:
+    good = {
+        "id": "faq-web-import-ok",
+        "question": "可以开箱验货吗？",
+        "answer": "可以，签收前请当面开箱检查。",
+    }
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         "\n".join(
             [
                 json.dumps(good, ensure_ascii=False),
-                json.dumps({"id": "faq-web-import-bad", "question": "类型不对", "kind": "gossip"}, ensure_ascii=False),
+                json.dumps(
+                    {"id": "faq-web-import-bad", "question": "类型不对", "kind": "gossip"}, ensure_ascii=False
+                ),
                 "{not json",
             ]
         )
