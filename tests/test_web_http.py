@@ -144,3 +144,19 @@ def test_evaluation_report_is_shown_when_present(
     assert html.status_code == 200 and "评测报告" in html.text
     assert html.headers["content-security-policy"] == "sandbox"  # its scripts never run with the page's key
     assert env.call("GET", "/ui/records/eval", "editor").status_code == 403
+
+
+def test_keys_demo_prints_the_console_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from suggest.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEFU_DATABASE_URL", f"sqlite:///{tmp_path / 'kefu.db'}")
+    assert main(["keys", "demo", "--port", "8123"]) == 0
+    out = capsys.readouterr().out
+    key = (tmp_path / "var" / "demo-admin.key").read_text("utf-8").strip()
+    assert f"http://127.0.0.1:8123/console#key={key}" in out
+    assert "http://127.0.0.1:8123/kb" in out and "http://127.0.0.1:8123/records" in out
+    assert main(["keys", "demo", "--port", "8123"]) == 0  # the same key the second time
+    assert f"/console#key={key}" in capsys.readouterr().out

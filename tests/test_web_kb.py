@@ -120,6 +120,7 @@ def test_create_publish_archive_and_the_history_diff(page: Any, env: WebEnv) -> 
     assert answer_diff.locator("del").inner_text() == "免费"
     assert answer_diff.locator("ins").inner_text() == "收费5元"
     assert "archived" in history.locator("li[data-version='4'] ins").inner_text()
+    history.scroll_into_view_if_needed()
     screenshot(page, "kb-history")
 
     # A stale form (someone saved since it was read) is refused, and nothing changes.

@@ -105,7 +105,7 @@ def test_sign_in_keeps_the_key_in_the_tab_session_only(page: Any, env: WebEnv) -
     screenshot(page, "sign-in")
     page.locator("#key").fill("kefu_nothere_wrong")
     page.locator("#signin-form button[type=submit]").click()
-    page.wait_for_function("document.querySelector('#signin-error').textContent.length > 0")
+    page.wait_for_function("() => document.querySelector('#signin-error').textContent.length > 0")
     assert "无效" in page.locator("#signin-error").inner_text()
     assert page.evaluate("sessionStorage.getItem('kefu_key')") is None
 

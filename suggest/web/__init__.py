@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Request, Response, Router
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -70,6 +71,8 @@ def web_router(status_of: Callable[[Exception], int]) -> Router:
         directories=[WEB_DIR / "static"],
         opt={"exclude_from_auth": True},
         include_in_schema=False,
+        # Five minutes: pages need not ask again on every navigation, and an upgrade shows soon.
+        cache_control=CacheControlHeader(max_age=300),
     )
     return Router(
         path="/",

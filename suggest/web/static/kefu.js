@@ -65,6 +65,7 @@
 
   function signOut(reason) {
     sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(KEY + "_me");
     role = null;
     $("#app").hidden = true;
     $("#who").hidden = true;
@@ -74,19 +75,46 @@
     $("#key").focus();
   }
 
-  async function signIn() {
+  // The page counts as loaded (performance mark "kefu:loaded", read by suggest/web/bench.py) when the
+  // requests it makes at sign-in have all been answered and swapped in.
+  let pending = 0, loading = true;
+  document.addEventListener("htmx:beforeRequest", () => { pending++; });
+  document.addEventListener("htmx:afterRequest", () => {
+    pending--;
+    setTimeout(() => {
+      if (loading && pending === 0 && role) { loading = false; performance.mark("kefu:loaded"); }
+    }, 0);
+  });
+
+  async function whoami() {
     let resp;
     try {
       resp = await api("GET", "/ui/whoami");
     } catch (_) {
       signOut(msg("offline"));
-      return;
+      return null;
     }
     if (!resp.ok) {
       signOut(resp.status === 401 ? msg("badKey") : await errorText(resp));
-      return;
+      return null;
     }
     const me = await resp.json();
+    sessionStorage.setItem(KEY + "_me", JSON.stringify(me));
+    return me;
+  }
+
+  async function signIn() {
+    // A page opened in a tab that is already signed in starts at once with the role it knew, and checks
+    // the key meanwhile (a revoked key signs the tab out; the server refuses its requests anyway).
+    const known = sessionStorage.getItem(KEY + "_me");
+    let me;
+    if (known) {
+      me = JSON.parse(known);
+      whoami().then((now) => { if (now && now.role !== me.role) location.reload(); });
+    } else {
+      me = await whoami();
+      if (!me) return;
+    }
     role = me.role;
     document.body.dataset.role = role;
     $("#who").textContent = msg("signedIn") + " " + me.name + " (" + role + ")";
@@ -103,10 +131,14 @@
     }
     document.body.dispatchEvent(new CustomEvent("kefu:ready", { bubbles: true }));
     pageReady();
+    setTimeout(() => {
+      if (loading && pending === 0) { loading = false; performance.mark("kefu:loaded"); }
+    }, 0);
   }
 
   $("#signin-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    sessionStorage.removeItem(KEY + "_me");
     sessionStorage.setItem(KEY, $("#key").value.trim());
     $("#key").value = "";
     signIn();
@@ -421,8 +453,11 @@
   // tab's session at once, and the address bar keeps no trace of it.
   const m = /(?:^|[#&])key=([^&]+)/.exec(location.hash);
   if (m) {
+    sessionStorage.removeItem(KEY + "_me");
     sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
     history.replaceState(null, "", location.pathname + location.search);
   }
-  if (key()) signIn(); else signOut("");
+  // After htmx has processed the page (its DOMContentLoaded handler was registered first).
+  const start = () => { if (key()) signIn(); else signOut(""); };
+  if (document.readyState === "complete") start(); else document.addEventListener("DOMContentLoaded", start);
 })();
