@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -116,6 +117,16 @@ def test_agent_gets_drafts_edits_with_live_norms_approves_and_finds_the_record(
     assert row.locator("td.reply").inner_text() == second
     assert "agent-1" in row.inner_text() and "请问怎么申请退货" in row.inner_text()
     screenshot(page, "records")
+    # Downloads carry the key too (fetched by the page, saved from a blob).
+    with page.expect_download() as csv_download:
+        page.locator("button.download[data-format='csv']").click()
+    assert csv_download.value.suggested_filename == "kefu-records-2026-11-26-2026-11-26.csv"
+    csv_text = Path(csv_download.value.path()).read_bytes().decode("utf-8-sig")
+    assert "web-flow" in csv_text and second.splitlines()[0][:20] in csv_text
+    with page.expect_download() as xlsx_download:
+        page.locator("button.download[data-format='xlsx']").click()
+    assert xlsx_download.value.suggested_filename.endswith(".xlsx")
+    assert Path(xlsx_download.value.path()).read_bytes()[:2] == b"PK"
     # The same record over the API, as the marketing lead's export would have it.
     api = env.call("GET", "/v1/records/web-flow", "agent").json()
     assert api["final_reply"] == second and api["agent_id"] == "agent-1"

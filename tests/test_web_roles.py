@@ -3,7 +3,9 @@ server; the key lives in the tab's session only; the pages switch to English."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,7 +89,10 @@ def test_an_agent_is_refused_the_editors_actions(page: Any, env: WebEnv) -> None
     assert env.kb.store.get(sid).status == before.status
 
 
-def test_an_evaluator_reads_records_but_not_the_console(page: Any, env: WebEnv) -> None:
+def test_an_evaluator_reads_records_but_not_the_console(
+    page: Any, env: WebEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEFU_EVAL_DIR", str(tmp_path))
     env.sign_in(page, "evaluator", "/console")
     page.wait_for_selector("#app .empty", state="visible")
     assert "不能使用" in page.locator("#app").inner_text()
@@ -97,6 +102,15 @@ def test_an_evaluator_reads_records_but_not_the_console(page: Any, env: WebEnv) 
     page.goto(f"{env.base}/records")
     page.wait_for_selector("#records-table [data-records]")
     page.wait_for_selector("#eval [data-eval='none']")
+    # After `make eval`: its figures, and the full report in a sandboxed frame.
+    (tmp_path / "report.json").write_text(json.dumps({"retrieval": {"recall@5": 0.91}}), "utf-8")
+    (tmp_path / "report.html").write_text("<h1>评测报告</h1><p id='x'>recall@5 0.91</p>", "utf-8")
+    page.reload()
+    page.wait_for_selector("#eval [data-eval='found']")
+    assert "retrieval.recall@5" in page.locator("#eval").inner_text()
+    page.locator("#open-report").click()
+    page.wait_for_selector("#eval-frame:not([hidden])")
+    assert page.frame_locator("#eval-frame").locator("#x").inner_text() == "recall@5 0.91"
 
 
 def test_sign_in_keeps_the_key_in_the_tab_session_only(page: Any, env: WebEnv) -> None:
