@@ -37,8 +37,10 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while it is
+    # open, and later tests that call asyncio.run() (test_openai_drafter) fail inside a running loop.
     why = _missing()
     if why is not None:
         if IN_CI:

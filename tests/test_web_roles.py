@@ -149,3 +149,16 @@ def test_the_pages_switch_to_english(page: Any, env: WebEnv) -> None:
     assert page.locator("html").get_attribute("lang") == "en"
     page.locator("#lang").click()  # and back
     page.wait_for_selector("#conv-list .side-title:has-text('进行中的会话')")
+
+
+def test_an_editor_gets_the_escalations_tab_of_the_console_and_nothing_it_may_not_use(
+    page: Any, env: WebEnv
+) -> None:
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if "/ui/" in r.url else None)
+    env.sign_in(page, "editor", "/console")
+    page.wait_for_selector("#queues section.card")
+    assert page.locator(".tabs [data-tab='tab-conv']").is_hidden()
+    assert page.locator("#tab-conv").is_hidden() and page.locator("#tab-queues").is_visible()
+    page.wait_for_selector("#autoreply .badge")
+    assert 403 not in statuses and page.locator("#flash .flash").count() == 0

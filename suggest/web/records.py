@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,11 +75,10 @@ class RecordsFragments(Controller):
             start=start,
             end=end,
             zone=zone,
-            today=date.today(),
         )
 
     @get("/eval", sync_to_thread=True)
-    def evaluation(self, request: Request[Any, Any, Any]) -> Template:
+    def evaluation(self, request: Request[Any, Any, Any], workflow: NamedDependency[Workflow]) -> Template:
         folder = eval_dir()
         path = folder / "report.json"
         report = None
@@ -97,7 +96,8 @@ class RecordsFragments(Controller):
             found=report is not None,
             problem=problem,
             has_html=(folder / "report.html").exists(),
-            modified=path.stat().st_mtime if path.exists() else None,
+            written=datetime.fromtimestamp(path.stat().st_mtime, UTC) if report is not None else None,
+            zone=workflow.norms.hours.zone,
         )
 
     @get("/eval/report.html", sync_to_thread=True)

@@ -78,7 +78,15 @@
   // The page counts as loaded (performance mark "kefu:loaded", read by suggest/web/bench.py) when the
   // requests it makes at sign-in have all been answered and swapped in.
   let pending = 0, loading = true;
-  document.addEventListener("htmx:beforeRequest", () => { pending++; });
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    // Parts of a page the role may not use make no requests (the server would refuse them anyway).
+    const gated = e.target.closest && e.target.closest("[data-roles]");
+    if (gated && !gated.dataset.roles.split(/\s+/).includes(role)) {
+      e.preventDefault();
+      return;
+    }
+    pending++;
+  });
   document.addEventListener("htmx:afterRequest", () => {
     pending--;
     setTimeout(() => {
