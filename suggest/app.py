@@ -34,12 +34,14 @@ from suggest.errors import (
 )
 from suggest.knowledge_api import KnowledgeController
 from suggest.metrics import Metrics
+from suggest.norms_api import check_norms
 from suggest.ops import RequestMetrics, health, metrics
 from suggest.pipeline import SuggestionPipeline
 from suggest.settings import Settings
 from suggest.storage import SuggestStore
 from suggest.stream_api import stream_suggestion
 from suggest.suggest_api import SuggestionController
+from suggest.web import template_config, web_router
 from suggest.workflow import Workflow
 from suggest.workflow_api import WorkflowController
 from suggest.workflow_store import WorkflowStore
@@ -61,9 +63,13 @@ _STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+def status_of(exc: Exception) -> int:
+    return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+
+
 def _kefu_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, KefuError | NormsError)
-    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+    status = status_of(exc)
     if status == 500:
         log.error("unexpected domain error: %s", exc, exc_info=exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -186,7 +192,10 @@ def create_app(
             SuggestionController,
             stream_suggestion,
             WorkflowController,
+            check_norms,
+            web_router(status_of),
         ],
+        template_config=template_config(),
         dependencies={
             "kb": Provide(provide_kb, sync_to_thread=False),
             "pipeline": Provide(provide_pipeline, sync_to_thread=False),

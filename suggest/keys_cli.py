@@ -67,7 +67,12 @@ def _demo(store: SuggestStore, port: int) -> int:
     print(
         "\n演示管理员密钥 / demo admin key (saved in var/demo-admin.key):\n"
         f"  {key}\n"
-        "试一试 / try it:\n"
+        "浏览器里打开坐席工作台（一键登录，密钥只留在该标签页）/ open the agent console (signs you in; the key\n"
+        "stays in that browser tab only):\n"
+        f"  {base}/console#key={key}\n"
+        f"  或打开 {base}/console 粘贴上面的密钥 / or open {base}/console and paste the key above\n"
+        f"  知识库 / knowledge base: {base}/kb    受理记录 / records: {base}/records\n"
+        "试一试 API / try the API:\n"
         f"  curl -s {base}/v1/suggestions -H 'Authorization: Bearer {key}' "
         f"-H 'content-type: application/json' -d '{body}'\n"
     )

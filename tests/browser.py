@@ -39,8 +39,8 @@ def _missing() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Module-scoped: Playwright's sync API keeps an asyncio loop running on this thread while it is
-    open, which breaks ``asyncio.run`` in every later test; closing it after each module ends that."""
+    # Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while it is
+    # open, and later tests that call asyncio.run() (test_openai_drafter) fail inside a running loop.
     why = _missing()
     if why is not None:
         if IN_CI:

@@ -1,0 +1,471 @@
+/* kefu-assist pages: sign-in with an API key kept in sessionStorage, the key sent as a Bearer header on
+ * every htmx request, role-based hiding, the console's keyboard shortcuts and waiting clocks, and the
+ * knowledge editor's candidates and gaps panels (read from their JSON endpoints).
+ * No framework and no build step; untrusted text is only ever set with textContent. */
+(function () {
+  "use strict";
+
+  const KEY = "kefu_key";
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+  const msg = (name) => ($("#i18n") && $("#i18n").dataset[name]) || name;
+  const page = document.body.dataset.page;
+  let role = null;
+
+  // -- the key and the requests ------------------------------------------------------------------
+
+  function key() { return sessionStorage.getItem(KEY); }
+
+  function api(method, path, body) {
+    const headers = { Authorization: "Bearer " + (key() || "") };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  }
+
+  async function errorText(resp) {
+    try {
+      const j = await resp.json();
+      const e = j.error || {};
+      return (document.documentElement.lang === "en" ? e.message_en : e.message_zh) || e.message_en || resp.statusText;
+    } catch (_) {
+      return resp.status + " " + resp.statusText;
+    }
+  }
+
+  function flash(text, kind) {
+    const box = $("#flash");
+    if (!box) return;
+    const div = document.createElement("div");
+    div.className = "flash " + (kind || "error");
+    div.setAttribute("role", kind === "ok" ? "status" : "alert");
+    div.textContent = text;
+    box.replaceChildren(div);
+  }
+
+  document.addEventListener("htmx:configRequest", (e) => {
+    const k = key();
+    if (k) e.detail.headers["Authorization"] = "Bearer " + k;
+  });
+  document.addEventListener("htmx:beforeRequest", () => { const f = $("#flash"); if (f) f.replaceChildren(); });
+  document.addEventListener("htmx:responseError", (e) => {
+    const status = e.detail.xhr.status;
+    if (status === 401) signOut(msg("badKey"));
+  });
+  document.addEventListener("htmx:sendError", () => flash(msg("offline")));
+
+  // -- sign-in -------------------------------------------------------------------------------------
+
+  function applyRole() {
+    $$("[data-roles]").forEach((el) => {
+      const allowed = el.dataset.roles.split(/\s+/).includes(role);
+      if (!allowed) el.hidden = true;
+      else if (!el.classList.contains("tab-panel")) el.hidden = false;
+    });
+  }
+
+  function signOut(reason) {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(KEY + "_me");
+    role = null;
+    $("#app").hidden = true;
+    $("#who").hidden = true;
+    $("#signout").hidden = true;
+    $("#signin").hidden = false;
+    $("#signin-error").textContent = reason || "";
+    $("#key").focus();
+  }
+
+  // The page counts as loaded (performance mark "kefu:loaded", read by suggest/web/bench.py) when the
+  // requests it makes at sign-in have all been answered and swapped in.
+  let pending = 0, loading = true;
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    // Parts of a page the role may not use make no requests (the server would refuse them anyway).
+    const gated = e.target.closest && e.target.closest("[data-roles]");
+    if (gated && !gated.dataset.roles.split(/\s+/).includes(role)) {
+      e.preventDefault();
+      return;
+    }
+    pending++;
+  });
+  document.addEventListener("htmx:afterRequest", () => {
+    pending--;
+    setTimeout(() => {
+      if (loading && pending === 0 && role) { loading = false; performance.mark("kefu:loaded"); }
+    }, 0);
+  });
+
+  async function whoami() {
+    let resp;
+    try {
+      resp = await api("GET", "/ui/whoami");
+    } catch (_) {
+      signOut(msg("offline"));
+      return null;
+    }
+    if (!resp.ok) {
+      signOut(resp.status === 401 ? msg("badKey") : await errorText(resp));
+      return null;
+    }
+    const me = await resp.json();
+    sessionStorage.setItem(KEY + "_me", JSON.stringify(me));
+    return me;
+  }
+
+  async function signIn() {
+    // A page opened in a tab that is already signed in starts at once with the role it knew, and checks
+    // the key meanwhile (a revoked key signs the tab out; the server refuses its requests anyway).
+    const known = sessionStorage.getItem(KEY + "_me");
+    let me;
+    if (known) {
+      me = JSON.parse(known);
+      whoami().then((now) => { if (now && now.role !== me.role) location.reload(); });
+    } else {
+      me = await whoami();
+      if (!me) return;
+    }
+    role = me.role;
+    document.body.dataset.role = role;
+    $("#who").textContent = msg("signedIn") + " " + me.name + " (" + role + ")";
+    $("#who").hidden = false;
+    $("#signout").hidden = false;
+    $("#signin").hidden = true;
+    $("#app").hidden = false;
+    applyRole();
+    showFirstAllowedTab();
+    const pageRoles = $("#app").dataset.pageRoles;
+    if (pageRoles && !pageRoles.split(/\s+/).includes(role)) {
+      $("#app").replaceChildren($("#msg-not-allowed").content.cloneNode(true));
+      return;
+    }
+    document.body.dispatchEvent(new CustomEvent("kefu:ready", { bubbles: true }));
+    pageReady();
+    setTimeout(() => {
+      if (loading && pending === 0) { loading = false; performance.mark("kefu:loaded"); }
+    }, 0);
+  }
+
+  $("#signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.removeItem(KEY + "_me");
+    sessionStorage.setItem(KEY, $("#key").value.trim());
+    $("#key").value = "";
+    signIn();
+  });
+  $("#signout").addEventListener("click", () => signOut(""));
+  $("#lang").addEventListener("click", () => {
+    document.cookie = "kefu_lang=" + $("#lang").dataset.lang + "; path=/; max-age=31536000; SameSite=Lax";
+    location.reload();
+  });
+
+  // -- tabs ----------------------------------------------------------------------------------------
+
+  function showTab(id) {
+    $$(".tabs [data-tab]").forEach((b) => b.classList.toggle("on", b.dataset.tab === id));
+    $$(".tab-panel[id]").forEach((p) => {
+      const allowed = !p.dataset.roles || p.dataset.roles.split(/\s+/).includes(role);
+      p.hidden = p.id !== id || !allowed;
+    });
+    document.body.dispatchEvent(new CustomEvent("kefu:show-" + id.replace(/^tab-/, ""), { bubbles: true }));
+    if (id === "tab-candidates") loadCandidates();
+    if (id === "tab-gaps") loadGaps();
+  }
+
+  function showFirstAllowedTab() {
+    const first = $$(".tabs [data-tab]").find((b) => !b.hidden);
+    if (first) showTab(first.dataset.tab);
+  }
+
+  document.addEventListener("click", (e) => {
+    const tab = e.target.closest(".tabs [data-tab]");
+    if (tab) showTab(tab.dataset.tab);
+  });
+
+  // -- the console -----------------------------------------------------------------------------------
+
+  const rendered = new WeakMap();
+
+  function tickWaits() {
+    const now = Date.now();
+    $$("[data-waiting-s]").forEach((el) => {
+      if (!rendered.has(el)) rendered.set(el, now);
+      const s = parseFloat(el.dataset.waitingS) + (now - rendered.get(el)) / 1000;
+      const limit = parseFloat(el.dataset.limit || "60");
+      el.textContent = formatWait(s);
+      el.classList.toggle("over", s > limit);
+      const row = el.closest(".conv");
+      if (row) row.classList.toggle("over", s > limit);
+    });
+  }
+
+  function formatWait(sec) {
+    const s = Math.floor(sec);
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
+    return Math.floor(s / 3600) + "h" + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
+  }
+
+  function drafts() { return $$("#conv-view .draft"); }
+  function selectedDraft() { return $("#conv-view .draft.selected"); }
+
+  function selectDraft(n) {
+    const all = drafts();
+    if (n < 1 || n > all.length) return null;
+    all.forEach((d, i) => d.classList.toggle("selected", i === n - 1));
+    all[n - 1].focus({ preventScroll: false });
+    return all[n - 1];
+  }
+
+  function closeForms(draft) {
+    $$(".edit-form, .reject-form", draft).forEach((f) => { f.hidden = true; });
+  }
+
+  function openEdit(draft) {
+    drafts().forEach(closeForms);
+    selectDraft(parseInt(draft.dataset.index, 10));
+    const form = $(".edit-form", draft);
+    form.hidden = false;
+    const ta = $("textarea", form);
+    ta.focus();
+    ta.setSelectionRange(ta.value.length, ta.value.length);
+    htmx.trigger(ta, "kefu:check");
+  }
+
+  function openReject(draft) {
+    drafts().forEach(closeForms);
+    selectDraft(parseInt(draft.dataset.index, 10));
+    const form = $(".reject-form", draft);
+    form.hidden = false;
+    $("input[name=reason]", form).focus();
+  }
+
+  function consoleClicks(e) {
+    const draft = e.target.closest(".draft");
+    if (e.target.closest(".edit-btn") && draft) openEdit(draft);
+    else if (e.target.closest(".reject-btn") && draft) openReject(draft);
+    else if (e.target.closest(".cancel-btn") && draft) closeForms(draft);
+    else if (e.target.closest(".close-peek")) $("#peek").replaceChildren();
+    else if (draft && !e.target.closest("button, a, form")) selectDraft(parseInt(draft.dataset.index, 10));
+    const conv = e.target.closest("a.conv");
+    if (conv) e.preventDefault();
+  }
+
+  function consoleKeys(e) {
+    if (!$("#conv-view") || $("#app").hidden) return;
+    const t = e.target;
+    const typing = t.matches && t.matches("input, textarea, select, [contenteditable]");
+    if (typing) {
+      if (t.name === "final_text" && e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        t.closest("form").requestSubmit();
+      } else if (e.key === "Escape") {
+        const d = t.closest(".draft");
+        if (d) { closeForms(d); d.focus(); }
+      }
+      return;
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (/^[1-9]$/.test(e.key)) {
+      if (selectDraft(parseInt(e.key, 10))) e.preventDefault();
+    } else if (e.key === "e" || e.key === "r") {
+      const d = selectedDraft();
+      if (!d) { if (drafts().length) flash(msg("pick"), "warn"); return; }
+      e.preventDefault();
+      if (e.key === "e") openEdit(d); else openReject(d);
+    } else if (e.key === "Enter") {
+      const d = selectedDraft();
+      if (!d) { if (drafts().length) flash(msg("pick"), "warn"); return; }
+      e.preventDefault();
+      $(".approve", d).click();
+    } else if (e.key === "Escape") {
+      drafts().forEach(closeForms);
+    }
+  }
+
+  function markSelectedConversation() {
+    const head = $("#conv-view .conv-head");
+    const id = head ? head.dataset.conversation : null;
+    $$("#conv-list a.conv").forEach((a) => a.classList.toggle("selected", a.dataset.conv === id));
+  }
+
+  // -- the knowledge editor: candidates and gaps (JSON endpoints) -----------------------------------------
+
+  function notAvailable(box) {
+    const div = document.createElement("div");
+    div.className = "empty not-available";
+    div.dataset.state = "not-available";
+    div.textContent = msg("notAvailable") + " (" + box.dataset.endpoint + ")";
+    box.replaceChildren(div);
+  }
+
+  function emptyBox(box) {
+    const div = document.createElement("div");
+    div.className = "empty";
+    div.dataset.state = "empty";
+    div.textContent = msg("none");
+    box.replaceChildren(div);
+  }
+
+  function fill(node, data) {
+    $$("[data-f]", node).forEach((el) => {
+      const v = data[el.dataset.f];
+      if (el.dataset.f === "examples") {
+        (v || []).slice(0, 5).forEach((ex) => {
+          const li = document.createElement("li");
+          li.textContent = ex.text + (ex.at ? "  · " + ex.at.slice(0, 16).replace("T", " ") : "");
+          el.appendChild(li);
+        });
+      } else if (el.dataset.f === "reasons") {
+        el.textContent = Object.entries(v || {}).map(([k, n]) => k + " " + n).join(" · ");
+      } else if (v !== null && v !== undefined) {
+        el.textContent = /_at$|_seen$/.test(el.dataset.f) ? String(v).slice(0, 16).replace("T", " ") : String(v);
+      }
+    });
+  }
+
+  async function loadCandidates() {
+    const box = $("#candidates");
+    if (!box) return;
+    const status = $("#cand-status").value;
+    const resp = await api("GET", box.dataset.endpoint + "?status=" + encodeURIComponent(status) + "&limit=50");
+    if (resp.status === 404 || resp.status === 405) return notAvailable(box);
+    if (!resp.ok) return flash(await errorText(resp));
+    const data = await resp.json();
+    if (!data.items.length) return emptyBox(box);
+    const ul = document.createElement("ul");
+    ul.className = "items";
+    data.items.forEach((c) => {
+      const node = $("#tpl-candidate").content.firstElementChild.cloneNode(true);
+      node.dataset.candidate = c.id;
+      fill(node, c);
+      const actions = $(".actions", node);
+      if (c.status !== "pending" || !["editor", "admin"].includes(role)) actions.remove();
+      ul.appendChild(node);
+    });
+    box.replaceChildren(ul);
+  }
+
+  async function decideCandidate(node, action) {
+    const body = { id: Number(node.dataset.candidate), action };
+    const reason = $("[data-f-input=reason]", node);
+    if (action === "reject" && reason && reason.value.trim()) body.reason = reason.value.trim();
+    const resp = await api("POST", "/v1/knowledge/candidates", body);
+    if (resp.status === 404 && !(await resp.clone().text()).includes("not_found")) return notAvailable($("#candidates"));
+    if (!resp.ok) return flash(await errorText(resp));
+    flash(msg("saved"), "ok");
+    loadCandidates();
+  }
+
+  async function loadGaps() {
+    const box = $("#gaps");
+    if (!box) return;
+    const resp = await api("GET", box.dataset.endpoint + "?limit=20&days=30");
+    if (resp.status === 404 || resp.status === 405) return notAvailable(box);
+    if (!resp.ok) return flash(await errorText(resp));
+    const data = await resp.json();
+    if (!data.items.length) return emptyBox(box);
+    const ul = document.createElement("ul");
+    ul.className = "items";
+    data.items.forEach((g) => {
+      const node = $("#tpl-gap").content.firstElementChild.cloneNode(true);
+      node.dataset.gap = g.id;
+      fill(node, g);
+      const form = $(".gap-form", node);
+      if (["editor", "admin"].includes(role)) form.elements.question.value = g.label;
+      else $("details", node).remove();
+      ul.appendChild(node);
+    });
+    box.replaceChildren(ul);
+  }
+
+  async function createFromGap(form) {
+    const node = form.closest("[data-gap]");
+    const body = {
+      id: form.elements.id.value.trim(),
+      question: form.elements.question.value.trim(),
+      answer: form.elements.answer.value.trim(),
+    };
+    const resp = await api("POST", "/v1/knowledge/gaps/" + encodeURIComponent(node.dataset.gap) + "/snippet", body);
+    if (!resp.ok) return flash(await errorText(resp));
+    const s = await resp.json();
+    flash(msg("saved") + ": " + s.id, "ok");
+    loadGaps();
+  }
+
+  // -- records ---------------------------------------------------------------------------------------
+
+  async function download(fmt) {
+    const q = new URLSearchParams({ format: fmt });
+    const shown = $("#records-table [data-from]");
+    const from = $("#rec-from").value || (shown ? shown.dataset.from : "");
+    const to = $("#rec-to").value || (shown ? shown.dataset.to : "");
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
+    const resp = await api("GET", "/v1/records/export?" + q.toString());
+    if (!resp.ok) return flash(await errorText(resp));
+    const blob = await resp.blob();
+    const cd = resp.headers.get("Content-Disposition") || "";
+    const m = /filename="([^"]+)"/.exec(cd);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = m ? m[1] : "records." + fmt;
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
+  async function openReport() {
+    const resp = await api("GET", "/ui/records/eval/report.html");
+    if (!resp.ok) return flash(await errorText(resp));
+    const frame = $("#eval-frame");
+    frame.srcdoc = await resp.text();
+    frame.hidden = false;
+  }
+
+  // -- wiring ------------------------------------------------------------------------------------------
+
+  function pageReady() {
+    if (page === "console") {
+      setInterval(tickWaits, 1000);
+      setInterval(() => {
+        if (!key()) return;
+        ["#conv-list", "#autoreply"].forEach((s) => { const el = $(s); if (el && !el.hidden) htmx.trigger(el, "refresh"); });
+        if ($("#tab-queues") && !$("#tab-queues").hidden) htmx.trigger($("#queues"), "refresh");
+      }, 10000);
+    }
+  }
+
+  document.addEventListener("htmx:afterSwap", (e) => {
+    tickWaits();
+    const id = e.detail.target && e.detail.target.id;
+    if (id === "conv-view" || id === "conv-list") markSelectedConversation();
+    if (id === "snippet-editor" && $("#tab-snippets") && $("#tab-snippets").hidden) showTab("tab-snippets");
+    if (id === "snippet-editor") $("#snippet-history").replaceChildren();
+    if (role) applyRole();
+  });
+
+  document.addEventListener("click", (e) => {
+    if (page === "console") consoleClicks(e);
+    const act = e.target.closest("[data-act]");
+    if (act && act.closest("[data-candidate]")) decideCandidate(act.closest("[data-candidate]"), act.dataset.act);
+    const dl = e.target.closest("button.download");
+    if (dl) download(dl.dataset.format);
+    if (e.target.closest("#open-report")) openReport();
+  });
+  document.addEventListener("submit", (e) => {
+    if (e.target.classList.contains("gap-form")) { e.preventDefault(); createFromGap(e.target); }
+  });
+  document.addEventListener("change", (e) => { if (e.target.id === "cand-status") loadCandidates(); });
+  document.addEventListener("keydown", (e) => { if (page === "console") consoleKeys(e); });
+
+  // A one-click link (kefu keys demo prints /console#key=...): the key moves from the address into the
+  // tab's session at once, and the address bar keeps no trace of it.
+  const m = /(?:^|[#&])key=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.removeItem(KEY + "_me");
+    sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  // After htmx has processed the page (its DOMContentLoaded handler was registered first).
+  const start = () => { if (key()) signIn(); else signOut(""); };
+  if (document.readyState === "complete") start(); else document.addEventListener("DOMContentLoaded", start);
+})();

@@ -1,0 +1,162 @@
+"""The pages' server side over real HTTP (no browser): shells, keys and roles on the fragments, the norms
+check endpoint, the evaluation report and bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knowledge.embedding import SentenceTransformerEmbedder
+from knowledge.model import Snippet
+from tests.web_env import WebEnv, web_env
+
+HTMX = Path(__file__).resolve().parents[1] / "suggest" / "web" / "static" / "htmx.min.js"
+
+
+@pytest.fixture(scope="module")
+def env(
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_snippets: list[Snippet],
+    minilm: SentenceTransformerEmbedder,
+) -> Iterator[WebEnv]:
+    with web_env(tmp_path_factory.mktemp("web-http"), demo_snippets, minilm) as e:
+        yield e
+
+
+def test_shells_and_static_files_need_no_key_and_carry_no_data(env: WebEnv) -> None:
+    for path in ("/console", "/kb", "/records"):
+        r = env.call("GET", path, role=None)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert 'src="/static/htmx.min.js"' in r.text and "http://" not in r.text.replace(env.base, "")
+        assert "faq-returns" not in r.text and "退货流程" not in r.text  # no knowledge or records in a shell
+    r = env.call("GET", "/", role=None, follow_redirects=False)
+    assert r.status_code in (301, 302, 307, 308) and r.headers["location"] == "/console"
+    js = env.call("GET", "/static/htmx.min.js", role=None)
+    assert js.status_code == 200 and js.content == HTMX.read_bytes()
+    assert env.call("GET", "/static/kefu.js", role=None).status_code == 200
+    # English when the language cookie says so.
+    en = env.call("GET", "/kb", role=None, cookies={"kefu_lang": "en"})
+    assert '<html lang="en">' in en.text and "Hit testing" in en.text
+
+
+def test_fragments_need_a_key_and_the_right_role(env: WebEnv) -> None:
+    r = env.call("GET", "/ui/console/conversations", role=None)
+    assert r.status_code == 401 and r.headers["hx-retarget"] == "#flash" and "API 密钥" in r.text
+    r = env.call("GET", "/ui/console/conversations", role=None, headers={"Authorization": "Bearer kefu_x_y"})
+    assert r.status_code == 401
+    allowed = {
+        ("GET", "/ui/console/conversations"): {"agent", "admin"},
+        ("GET", "/ui/console/queues"): {"agent", "editor", "admin"},
+        ("GET", "/ui/kb/new"): {"editor", "admin"},
+        ("GET", "/ui/kb/snippets?q=faq-shipping-fee"): {"agent", "editor", "evaluator", "admin"},
+        ("GET", "/ui/records/"): {"agent", "evaluator", "admin"},
+    }
+    for (method, path), roles in allowed.items():
+        for role in ("agent", "editor", "evaluator", "admin"):
+            r = env.call(method, path, role)
+            assert r.status_code == (200 if role in roles else 403), (path, role, r.status_code)
+    assert env.call("GET", "/ui/whoami", "evaluator").json() == {"role": "evaluator", "name": "evaluator-1"}
+    # Errors are shown in the page's language.
+    r = env.call("GET", "/ui/kb/new", "agent", cookies={"kefu_lang": "en"})
+    assert r.status_code == 403 and "may not do this" in r.text
+
+
+def test_norms_check_endpoint(env: WebEnv) -> None:
+    r = env.call("POST", "/v1/norms/check", "agent", json={"text": "不知道哦"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ok"] is False and {"vague", "filler"} <= {v["rule_id"] for v in body["violations"]}
+    assert body["errors"] + body["warnings"] == len(body["violations"])
+    good = env.call("POST", "/v1/norms/check", "evaluator", json={"text": "您好，退货请在订单页申请售后。"})
+    assert good.json() == {"ok": True, "errors": 0, "warnings": 0, "violations": []}
+    # The first reply must greet; a customer kept waiting must get an apology.
+    first = env.call(
+        "POST", "/v1/norms/check", "agent", json={"text": "退货请在订单页申请售后。", "first_reply": True}
+    ).json()
+    assert not first["ok"]
+    sug = env.call(
+        "POST",
+        "/v1/suggestions",
+        "agent",
+        json={"conversation_id": "http-norms", "customer_message": "怎么退货"},
+    ).json()
+    by_sug = env.call(
+        "POST",
+        "/v1/norms/check",
+        "agent",
+        json={"text": "退货请在订单页申请售后。", "suggestion_id": sug["id"]},
+    ).json()
+    assert by_sug["violations"] == first["violations"]  # that suggestion is the conversation's first reply
+    assert env.call("POST", "/v1/norms/check", "agent", json={"text": "x" * 4001}).status_code == 422
+    assert (
+        env.call("POST", "/v1/norms/check", "agent", json={"text": "好", "suggestion_id": "nope"}).status_code
+        == 404
+    )
+    assert env.call("POST", "/v1/norms/check", None, json={"text": "好"}).status_code == 401
+    # The console's live badge uses the same check.
+    badge = env.call(
+        "POST", "/ui/console/check", "agent", data={"final_text": "不知道哦", "suggestion_id": sug["id"]}
+    )
+    assert badge.status_code == 200 and 'data-norms="error"' in badge.text
+
+
+def test_bad_input_changes_nothing_and_says_why(env: WebEnv) -> None:
+    r = env.call("POST", "/ui/console/decide", "agent", data={"suggestion_id": "nope", "action": "approve"})
+    assert r.status_code == 404 and "nope" in r.text
+    r = env.call("POST", "/ui/console/decide", "agent", data={"suggestion_id": "nope", "action": "sell"})
+    assert r.status_code == 422
+    r = env.call("POST", "/ui/console/messages", "agent", data={"message": "   "})
+    assert r.status_code == 422 and "不能为空" in r.text
+    assert env.call("GET", "/ui/records/?from=2026-11-27&to=2026-11-26", "agent").status_code == 422
+    assert env.call("GET", "/ui/records/?from=yesterday", "agent").status_code == 422
+    before = env.kb.store.revision()
+    r = env.call("POST", "/ui/kb/snippets", "editor", data={"id": "bad id!", "question": "", "answer": "x"})
+    assert r.status_code == 422 and "没有保存" in r.text
+    r = env.call("POST", "/ui/kb/search", "agent", data={"query": " "})
+    assert r.status_code == 422
+    r = env.call("POST", "/ui/kb/import", "editor", files={"data": ("notes.txt", b"hello", "text/plain")})
+    assert r.status_code == 422
+    assert env.kb.store.revision() == before
+
+
+def test_evaluation_report_is_shown_when_present(
+    env: WebEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEFU_EVAL_DIR", str(tmp_path))
+    r = env.call("GET", "/ui/records/eval", "evaluator")
+    assert r.status_code == 200 and 'data-eval="none"' in r.text and "make eval" in r.text
+    assert env.call("GET", "/ui/records/eval/report.html", "evaluator").status_code == 404
+    report = {
+        "retrieval": {"recall@5": 0.9123456, "mrr": 0.8},
+        "norms": {"violations": 3},
+        "run": "2026-11-26",
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report), "utf-8")
+    (tmp_path / "report.html").write_text("<h1>评测报告</h1><script>alert(1)</script>", "utf-8")
+    r = env.call("GET", "/ui/records/eval", "agent")
+    assert 'data-eval="found"' in r.text and "retrieval.recall@5" in r.text and "0.9123" in r.text
+    assert "open-report" in r.text
+    html = env.call("GET", "/ui/records/eval/report.html", "evaluator")
+    assert html.status_code == 200 and "评测报告" in html.text
+    assert html.headers["content-security-policy"] == "sandbox"  # its scripts never run with the page's key
+    assert env.call("GET", "/ui/records/eval", "editor").status_code == 403
+
+
+def test_keys_demo_prints_the_console_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from suggest.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEFU_DATABASE_URL", f"sqlite:///{tmp_path / 'kefu.db'}")
+    assert main(["keys", "demo", "--port", "8123"]) == 0
+    out = capsys.readouterr().out
+    key = (tmp_path / "var" / "demo-admin.key").read_text("utf-8").strip()
+    assert f"http://127.0.0.1:8123/console#key={key}" in out
+    assert "http://127.0.0.1:8123/kb" in out and "http://127.0.0.1:8123/records" in out
+    assert main(["keys", "demo", "--port", "8123"]) == 0  # the same key the second time
+    assert f"/console#key={key}" in capsys.readouterr().out
