@@ -192,7 +192,9 @@ def test_static_model_query_fast_path_matches_sentence_transformers(demo_model_d
 
 def test_transformer_model_has_no_static_fast_path(minilm: SentenceTransformerEmbedder) -> None:
     assert minilm._static is None
-    np.testing.assert_allclose(minilm.encode_query("refund"), minilm.encode_documents(["refund"])[0], atol=1e-6)
+    np.testing.assert_allclose(
+        minilm.encode_query("refund"), minilm.encode_documents(["refund"])[0], atol=1e-6
+    )
 
 
 def test_faiss_search_uses_one_thread_from_any_thread(demo_model_dir: Path) -> None:
