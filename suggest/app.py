@@ -33,6 +33,7 @@ from suggest.errors import (
     Unauthorized,
 )
 from suggest.knowledge_api import KnowledgeController
+from suggest.learning_api import LearningController
 from suggest.metrics import Metrics
 from suggest.ops import RequestMetrics, health, metrics
 from suggest.pipeline import SuggestionPipeline
@@ -183,6 +184,7 @@ def create_app(
             health,
             metrics,
             KnowledgeController,
+            LearningController,
             SuggestionController,
             stream_suggestion,
             WorkflowController,
