@@ -23,11 +23,18 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the metrics")
-    p.add_argument(
+    tune = p.add_mutually_exclusive_group()
+    tune.add_argument(
+        "--tune",
+        action="store_true",
+        help="run kefu kb tune in the temporary store first: model, fusion, thresholds (the default)",
+    )
+    tune.add_argument(
         "--no-tune",
         action="store_true",
         help="use the configured embedding model as it is instead of tuning a KB model first",
     )
+    p.add_argument("--epochs", type=int, help="training epochs of the tune (default: kefu kb tune's)")
     p.add_argument(
         "--model", default="", help="embedding model for --no-tune (default: KEFU_EMBEDDING_MODEL or bundled)"
     )
@@ -36,6 +43,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dense-weight", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-query", type=Path, help="write every query's rank and top hits to this JSONL file")
+
+    p = es.add_parser(
+        "learning-curve",
+        help="simulated approvals: half the queries become accepted similar questions; measure the other half",
+    )
+    p.add_argument("--kb", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--analyzer", help="BM25 tokens (default: KEFU_ANALYZER or wcb)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
 
     p = es.add_parser("norms", help="check replies (JSONL) against the service norms")
     p.add_argument("file")
@@ -74,21 +91,56 @@ def run_eval(args: argparse.Namespace) -> int:
         return run_drafts(args)
     if args.eval_cmd == "transcripts":
         return run_transcripts(args)
+    if args.eval_cmd == "learning-curve":
+        return _learning_curve(args)
     return _retrieval(args)
+
+
+def _learning_curve(args: argparse.Namespace) -> int:
+    from eval.retrieval import learning_curve
+    from knowledge.tune_cmd import TuneOptions
+
+    out = learning_curve(
+        args.kb,
+        args.queries,
+        seed=args.seed,
+        analyzer=args.analyzer or KnowledgeSettings().analyzer,
+        tune_options=TuneOptions(seed=args.seed, show_progress=False),
+        progress=lambda m: print(m, file=sys.stderr),
+    )
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
+        return 0
+    print(f"learned from {out['accepted']} accepted candidates; measured on {out['test']} other queries")
+    print(f"{'stage':<34} recall@1 recall@5 recall@10  MRR@10")
+    for stage, label in (
+        ("before", "before (KB tuned alone)"),
+        ("after_accept", "after accepting (indexed at once)"),
+        ("after_tune", "after re-tuning"),
+    ):
+        m = out[stage]
+        print(
+            f"{label:<34} {m['recall@1']:.4f}   {m['recall@5']:.4f}   {m['recall@10']:.4f}    {m['mrr@10']:.4f}"
+        )
+    print(f"re-tuned model switched: {out['tune_after']['switched']}")
+    return 0
 
 
 def _retrieval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from eval.retrieval import evaluate
-    from knowledge.tuning import TuneParams
+    from knowledge.tune_cmd import TuneOptions
 
     settings = KnowledgeSettings()
     config: RetrievalConfig = settings.retrieval
+    explicit = set(settings.retrieval_explicit)
     if args.fusion:
         config = replace(config, fusion=args.fusion)
+        explicit.add("fusion")
     if args.dense_weight is not None:
         config = replace(config, dense_weight=args.dense_weight)
+        explicit.add("dense_weight")
     analyzer = args.analyzer or settings.analyzer
     report = evaluate(
         args.kb,
@@ -98,7 +150,8 @@ def _retrieval(args: argparse.Namespace) -> int:
         model=args.model or settings.embedding_model or BUNDLED_MODEL,
         analyzer=analyzer,
         config=config,
-        tune_params=TuneParams(seed=args.seed, analyzer=analyzer),
+        explicit=frozenset(explicit),
+        tune_options=TuneOptions(seed=args.seed, epochs=args.epochs, show_progress=False),
         progress=lambda m: print(m, file=sys.stderr),
     )
     m = report.metrics
@@ -106,7 +159,16 @@ def _retrieval(args: argparse.Namespace) -> int:
         with args.per_query.open("w", encoding="utf-8") as f:
             for q in report.per_query:
                 f.write(json.dumps(q, ensure_ascii=False) + "\n")
-    print(f"model: {report.setup.get('model')}   analyzer: {analyzer}   fusion: {config.fusion}")
+    r = report.setup.get("retrieval", {})
+    print(
+        f"model: {report.setup.get('model')}   analyzer: {analyzer}   fusion: {r.get('fusion')} "
+        f"(dense weight {r.get('dense_weight')}, second text {r.get('second_weight')})   thresholds: high {r.get('high')} medium {r.get('medium')}"
+    )
+    tuned = report.setup.get("tune")
+    if tuned:
+        print(
+            f"tuned in {tuned['seconds']} s (training {tuned.get('train_seconds')} s); held-out: {tuned.get('new')}"
+        )
     print(f"queries: {m['n_queries']}   snippets: {report.setup.get('snippets')}")
     for key in ("recall@1", "recall@5", "recall@10", "mrr@10"):
         print(f"{key:<10} {m[key]:.4f}")

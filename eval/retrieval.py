@@ -1,31 +1,36 @@
 """Retrieval benchmark: a KB file and a queries file in, recall@k, MRR@10 and latency out.
 
 ``kefu eval retrieval`` loads the KB into a fresh temporary store, builds the indexes the way the
-service does (by default after tuning the KB model as ``kefu kb tune`` would), runs every query
-and reports recall@1/5/10, MRR@10, per-query latency p50/p95 and the number of queries.
+service does (by default after running ``kefu kb tune`` in that store: model, fusion and confidence
+thresholds), runs every query and reports recall@1/5/10, MRR@10, per-query latency p50/p95 and the
+number of queries. ``kefu eval learning-curve`` simulates agents' approvals (see
+:func:`learning_curve`).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from knowledge.candidates import record_candidate
 from knowledge.embedding import BUNDLED_MODEL, Embedder, SentenceTransformerEmbedder
 from knowledge.errors import ImportFailed, Problem
 from knowledge.io import read_snippets
-from knowledge.model import SnippetFilter
+from knowledge.model import Snippet, SnippetFilter
 from knowledge.retriever import RetrievalConfig
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
-from knowledge.store import Store
-from knowledge.tuning import TuneParams, kb_pairs, train_static_model
+from knowledge.store import Store, writing
+from knowledge.tune_cmd import TuneOptions, run_tune
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,43 @@ class RetrievalReport:
     setup: dict[str, Any] = field(default_factory=dict)
 
 
+def _import(root: Path, snippets: list[Snippet]) -> Store:
+    store = Store(f"sqlite:///{root / 'kb.db'}")
+    store.import_snippets(snippets, actor="eval")
+    return store
+
+
+def _settings(
+    root: Path, store: Store, analyzer: str, config: RetrievalConfig | None, explicit: frozenset[str]
+) -> KnowledgeSettings:
+    return KnowledgeSettings(
+        database_url=store.url,
+        index_dir=root / "index",
+        models_dir=root / "models",
+        analyzer=analyzer,
+        retrieval=config or RetrievalConfig(),
+        retrieval_explicit=explicit,
+        embedding_model="",
+        auto_tune_after=0,
+    )
+
+
+def _run_queries(kb: KnowledgeBase, queries: list[Query], k: int) -> tuple[list[dict[str, Any]], list[float]]:
+    flt = SnippetFilter(valid_on=None)
+    kb.retriever.search(queries[0].query if queries else "warm-up", k=k, flt=flt)
+    per_query = []
+    latencies = []
+    for q in queries:
+        res = kb.retriever.search(q.query, k=k, flt=flt)
+        latencies.append(res.latency_ms)
+        ids = [h.snippet_id for h in res.hits]
+        rank = next((i + 1 for i, sid in enumerate(ids) if sid in q.expected_ids), None)
+        per_query.append(
+            {"query": q.query, "expected_ids": list(q.expected_ids), "rank": rank, "top": ids[:5]}
+        )
+    return per_query, latencies
+
+
 def evaluate(
     kb_path: Path,
     queries_path: Path,
@@ -93,55 +135,113 @@ def evaluate(
     model: str = BUNDLED_MODEL,
     analyzer: str = "wcb",
     config: RetrievalConfig | None = None,
-    tune_params: TuneParams | None = None,
+    explicit: frozenset[str] = frozenset(),
+    tune_options: TuneOptions | None = None,
     embedder: Embedder | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RetrievalReport:
+    """``tune``: run ``kefu kb tune`` in the temporary store first (model, fusion and thresholds fitted
+    on held-out pairs, stored and activated as in production); the fields in ``explicit`` keep the
+    value of ``config`` instead of the tuned one."""
     say = progress or (lambda _m: None)
     snippets = read_snippets(kb_path)
     queries = read_queries(queries_path)
     with tempfile.TemporaryDirectory(prefix="kefu-eval-") as tmp:
         root = Path(tmp)
-        store = Store(f"sqlite:///{root / 'kb.db'}")
+        store = _import(root, snippets)
         try:
-            store.import_snippets(snippets, actor="eval")
             setup: dict[str, Any] = {"snippets": len(snippets), "analyzer": analyzer}
-            if embedder is None:
-                if tune:
-                    pairs = kb_pairs(snippets)
-                    say(f"tuning the KB model on {len(pairs)} question/similar-question pairs")
-                    texts = [t for s in snippets for _, t in s.texts()]
-                    params = tune_params or TuneParams(analyzer=analyzer)
-                    path = train_static_model(texts, pairs, root / "model", params=params)
-                    model = str(path)
-                    setup["tuned_pairs"] = len(pairs)
+            settings = _settings(root, store, analyzer, config, explicit)
+            if embedder is None and tune:
+                say("tuning the KB model (kefu kb tune) in the temporary store")
+                opts = tune_options or TuneOptions(show_progress=False)
+                report = run_tune(settings, replace(opts, force=True), store=store, say=say)
+                setup["tune"] = report
+            elif embedder is None:
                 embedder = SentenceTransformerEmbedder(model)
-            setup["model"] = embedder.model_id
-            settings = KnowledgeSettings(
-                database_url=store.url,
-                index_dir=root / "index",
-                analyzer=analyzer,
-                retrieval=config or RetrievalConfig(),
-            )
             kb = KnowledgeBase(settings, store=store, embedder=embedder)
+            setup["model"] = kb.embedder.model_id
+            cfg = kb.retriever.config
+            setup["retrieval"] = {
+                "fusion": cfg.fusion,
+                "dense_weight": cfg.dense_weight,
+                "second_weight": cfg.second_weight,
+                "high": cfg.high,
+                "medium": cfg.medium,
+            }
             say("building the indexes")
             kb.index.build(store)
-            flt = SnippetFilter(valid_on=None)
-            kb.retriever.search(queries[0].query if queries else "warm-up", k=k, flt=flt)
             say(f"running {len(queries)} queries")
-            per_query = []
-            latencies = []
-            for q in queries:
-                res = kb.retriever.search(q.query, k=k, flt=flt)
-                latencies.append(res.latency_ms)
-                ids = [h.snippet_id for h in res.hits]
-                rank = next((i + 1 for i, sid in enumerate(ids) if sid in q.expected_ids), None)
-                per_query.append(
-                    {"query": q.query, "expected_ids": list(q.expected_ids), "rank": rank, "top": ids[:5]}
-                )
+            per_query, latencies = _run_queries(kb, queries, k)
         finally:
             store.close()
     return RetrievalReport(metrics=_metrics(per_query, latencies), per_query=per_query, setup=setup)
+
+
+def learning_curve(
+    kb_path: Path,
+    queries_path: Path,
+    *,
+    seed: int = 0,
+    analyzer: str = "wcb",
+    tune_options: TuneOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Simulated agent approvals: half of the queries (seeded) become accepted candidate similar
+    questions of their expected snippet, as if agents had approved answers to them; the other half
+    is measured before, after the candidates are accepted (indexed at once), and after re-tuning."""
+    say = progress or (lambda _m: None)
+    snippets = read_snippets(kb_path)
+    queries = read_queries(queries_path)
+    order = list(range(len(queries)))
+    random.Random(seed).shuffle(order)
+    half = len(order) // 2
+    learn = [queries[i] for i in order[:half]]
+    test = [queries[i] for i in order[half:]]
+    opts = tune_options or TuneOptions(show_progress=False, seed=seed)
+    out: dict[str, Any] = {"learn": len(learn), "test": len(test), "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="kefu-curve-") as tmp:
+        root = Path(tmp)
+        store = _import(root, snippets)
+        try:
+            settings = _settings(root, store, analyzer, None, frozenset())
+            say("tuning the KB model on the KB alone")
+            out["tune_before"] = run_tune(settings, replace(opts, force=True), store=store, say=say)
+            kb = KnowledgeBase(settings, store=store)
+            kb.follows_model = False  # measured as it is; kb2 below loads the re-tuned model
+            kb.index.build(store)
+            out["before"] = _metrics(*_run_queries(kb, test, 10))
+            say(f"accepting {len(learn)} candidate similar questions")
+            cands = kb.candidates()
+            at = datetime.now(UTC)
+            with writing(store.engine) as conn:
+                ids = [
+                    record_candidate(
+                        conn,
+                        snippet_id=q.expected_ids[0],
+                        text=q.query,
+                        suggestion_id=None,
+                        conversation_id=None,
+                        at=at,
+                    )
+                    for q in learn
+                    if q.expected_ids
+                ]
+            accepted = 0
+            for cid in ids:
+                if cid is not None:
+                    cands.accept(cid, actor="eval")
+                    accepted += 1
+            out["accepted"] = accepted
+            out["after_accept"] = _metrics(*_run_queries(kb, test, 10))
+            say("re-tuning with the accepted candidates")
+            out["tune_after"] = run_tune(settings, opts, store=store, say=say)
+            kb2 = KnowledgeBase(settings, store=store)
+            kb2.index.build(store)
+            out["after_tune"] = _metrics(*_run_queries(kb2, test, 10))
+        finally:
+            store.close()
+    return out
 
 
 def _metrics(per_query: list[dict[str, Any]], latencies: list[float]) -> dict[str, float]:

@@ -127,8 +127,26 @@ def add_kb_parser(sub: argparse._SubParsersAction) -> None:
     p = ks.add_parser("tune", help="train a KB-specific embedding model and switch to it if it is better")
     p.add_argument("--force", action="store_true", help="switch even if it is not better")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, help="training epochs (default: chosen by measurement)")
     p.add_argument("--held-out", type=float, default=0.1, help="share of pairs kept back to compare models")
+    p.add_argument("--pairs", type=Path, help='extra training pairs: JSONL {"anchor": ..., "positive": ...}')
+    p.add_argument("--rollback", action="store_true", help="switch back to the previous model")
+    p.add_argument("--list", action="store_true", help="list the stored models (* active, < previous)")
+
+    p = ks.add_parser("candidates", help="candidate similar questions from approved replies: review them")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--accept", type=int, metavar="ID", help="add it to its snippet's similar questions")
+    g.add_argument("--reject", type=int, metavar="ID")
+    p.add_argument("--reason", help="why (kept with the decision)")
+    p.add_argument("--status", choices=("pending", "accepted", "rejected"), default="pending")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--actor", default=default_actor())
+
+    p = ks.add_parser("gaps", help="knowledge gaps: escalated and low-confidence questions, grouped")
+    p.add_argument("--days", type=float, default=30, help="questions of the last N days")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
 
     p = ks.add_parser("bootstrap", help="first start: migrate, import the demo KB if empty, tune, index")
     p.add_argument("--kb", type=Path, help="the file to import when the KB is empty (default: demo KB)")
@@ -146,9 +164,11 @@ def run_kb(args: argparse.Namespace) -> int:
     if cmd == "import":
         return _import(settings, args)
     if cmd == "tune":
-        from knowledge.tune_cmd import tune
-
-        return tune(settings, seed=args.seed, epochs=args.epochs, held_out=args.held_out, force=args.force)
+        return _tune(settings, args)
+    if cmd == "candidates":
+        return _candidates(settings, args)
+    if cmd == "gaps":
+        return _gaps(settings, args)
     if cmd == "bootstrap":
         return _bootstrap(settings, args.kb)
     kb = KnowledgeBase(settings)
@@ -489,13 +509,93 @@ def _bootstrap(settings: KnowledgeSettings, kb_file: Path | None) -> int:
         tuned = store.get_meta(ACTIVE_MODEL_KEY)
     finally:
         store.close()
-    if not settings.embedding_model and not (tuned and Path(tuned).is_dir()):
-        from knowledge.tune_cmd import tune
+    missing = tuned and not tuned.startswith("db:") and not Path(tuned).is_dir()
+    if not settings.embedding_model and (not tuned or missing):
+        from knowledge.tune_cmd import TuneOptions, run_tune
 
-        tune(settings, force=True)
+        tuned_report = run_tune(settings, TuneOptions(force=True))
+        new = tuned_report.get("new") or {}
+        print(
+            f"已训练知识库模型 / tuned the KB model {tuned_report.get('switched_to')} in {tuned_report['seconds']} s "
+            f"(held-out recall@5 {new.get('recall@5', '-')}, MRR@10 {new.get('mrr@10', '-')})"
+        )
     kb = KnowledgeBase(settings)
     try:
         print(kb.open_index(progress=True, log_fn=lambda _m: None))
+    finally:
+        kb.close()
+    return 0
+
+
+def _tune(settings: KnowledgeSettings, args: argparse.Namespace) -> int:
+    from knowledge.tune_cmd import TuneOptions, list_models, rollback, tune
+
+    if args.rollback:
+        return rollback(settings)
+    if args.list:
+        return list_models(settings)
+    if not 0 <= args.held_out < 0.9:
+        raise ValidationError("--held-out 必须在 0 到 0.9 之间", "--held-out must be between 0 and 0.9")
+    if args.epochs is not None and not 1 <= args.epochs <= 1000:
+        raise ValidationError("--epochs 必须在 1 到 1000 之间", "--epochs must be between 1 and 1000")
+    opts = TuneOptions(
+        seed=args.seed, epochs=args.epochs, held_out=args.held_out, force=args.force, pairs_file=args.pairs
+    )
+    return tune(settings, opts)
+
+
+def _candidates(settings: KnowledgeSettings, args: argparse.Namespace) -> int:
+    from knowledge.candidates import Candidates
+
+    kb = KnowledgeBase(settings) if (args.accept or args.reject) else None
+    store = kb.store if kb is not None else Store(settings.database_url)
+    try:
+        cands = Candidates(store)
+        if args.accept or args.reject:
+            if args.accept:
+                c = cands.accept(args.accept, actor=args.actor, reason=args.reason)
+                assert kb is not None
+                _reindex_quietly(kb)
+                print(f"已采纳 / accepted {c.id}: 「{c.text}」 -> {c.snippet_id}")
+            else:
+                c = cands.reject(args.reject, actor=args.actor, reason=args.reason)
+                print(f"已拒绝 / rejected {c.id}: 「{c.text}」")
+            return 0
+        items, total = cands.list(args.status, limit=args.limit)
+        if args.json:
+            _print_json({"items": [c.to_dict() for c in items], "total": total})
+            return 0
+        for c in items:
+            print(f"{c.id:>5}  {c.created_at:%Y-%m-%d %H:%M}  {c.snippet_id:<28} 「{c.text}」")
+            print(f"       问题 question: {c.snippet_question or '(已删除 / deleted)'}")
+        print(f"({len(items)} / {total} {args.status})")
+        if args.status == "pending" and items:
+            print("kefu kb candidates --accept ID | --reject ID [--reason ...]")
+    finally:
+        (kb.close() if kb is not None else store.close())
+    return 0
+
+
+def _gaps(settings: KnowledgeSettings, args: argparse.Namespace) -> int:
+    from knowledge.gaps import find_gaps, kb_embedder
+
+    kb = KnowledgeBase(settings)
+    try:
+        gaps = find_gaps(kb.store, kb.analyzer, kb_embedder(kb.embedder), days=args.days, limit=args.limit)
+        if args.json:
+            _print_json({"items": [g.to_dict() for g in gaps]})
+            return 0
+        if not gaps:
+            print(f"最近 {args.days:g} 天没有知识缺口 / no gaps in the last {args.days:g} days")
+        for g in gaps:
+            d = g.to_dict()
+            reasons = ", ".join(f"{k} {v}" for k, v in d["reasons"].items() if v)
+            print(f"{d['count']:>4}x  {g.id:<12} 「{g.label}」  ({reasons}; last {d['last_seen'][:16]})")
+            for ex in g.example_texts(4):
+                if ex != g.label:
+                    print(f"         - {ex}")
+        if gaps:
+            print("POST /v1/knowledge/gaps/{id}/snippet turns a gap into a snippet (kefu kb add works too)")
     finally:
         kb.close()
     return 0

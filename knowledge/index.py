@@ -321,6 +321,8 @@ class KnowledgeIndex:
         self.layout = RowLayout.empty()
         #: Changes whenever what a search sees changes (the retriever keys its per-query scores on it).
         self.generation = 0
+        #: Called after a sync that saw a new KB revision (the KB follows model switches with it).
+        self.on_revision: Callable[[int], None] | None = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -398,11 +400,12 @@ class KnowledgeIndex:
             self.kb_revision = rev
             self.last_sync = time.monotonic()
 
-    def build_from(self, snippets: list[Snippet], *, revision: int = 0) -> None:
-        """Index snippets that live in no store (tests, evaluations)."""
+    def build_from(self, snippets: list[Snippet], *, revision: int = 0, cache: Store | None = None) -> None:
+        """Index snippets that live in no store (tests, evaluations); ``cache``: a store whose cached
+        embeddings may be used (and extended)."""
         with self.lock:
             self._reset(len(snippets))
-            self._add_snippets(None, snippets, progress=False)
+            self._add_snippets(cache, snippets, progress=False)
             self._rebuild_lexical()
             self.kb_revision = revision
 
@@ -425,6 +428,13 @@ class KnowledgeIndex:
         vecs = self._embed(store, dense_texts, progress)
         self.dense.add(np.array([t.id for t in dense_texts], dtype=np.int64), vecs)
 
+    def remove_snippets(self, snippet_ids: Iterable[str]) -> None:
+        """Take snippets out of an index built with :meth:`build_from` (held-out measurements)."""
+        with self.lock:
+            for sid in snippet_ids:
+                self._remove_snippet(sid)
+            self._rebuild_lexical()
+
     def _remove_snippet(self, snippet_id: str) -> None:
         ids = self.by_snippet.pop(snippet_id, [])
         self.dense.remove(ids)
@@ -442,12 +452,17 @@ class KnowledgeIndex:
             for sid in changes.deleted | changes.changed:
                 self._remove_snippet(sid)
             fresh = [s for s in (store.find(i) for i in sorted(changes.changed)) if s is not None]
-            self._add_snippets(store, fresh, progress=False)
-            self._rebuild_lexical()
+            if changes.changed or changes.deleted:
+                self._add_snippets(store, fresh, progress=False)
+                self._rebuild_lexical()
             self.kb_revision = changes.until
             if self.dense.kind == "hnsw" and len(self.dense.deleted) > 0.2 * max(1, self.dense.ntotal):
                 self._rebuild_dense()
-            return len(changes.changed | changes.deleted)
+            n = len(changes.changed | changes.deleted)
+        if self.on_revision is not None:
+            # Outside the lock: the listener (KnowledgeBase) may check which model is active.
+            self.on_revision(changes.until)
+        return n
 
     def _rebuild_dense(self) -> None:
         ids = np.array([i for i, t in self.texts.items() if t.field != "answer"], dtype=np.int64)

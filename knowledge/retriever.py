@@ -22,6 +22,8 @@ from knowledge.store import Store
 from knowledge.text import normalize
 
 CONFIDENCE_LEVELS = ("high", "medium", "low")
+#: The fields ``kefu kb tune`` fits on held-out pairs and stores with the model.
+TUNED_FIELDS = ("fusion", "dense_weight", "second_weight", "high", "medium")
 
 
 @dataclass
@@ -37,6 +39,9 @@ class RetrievalConfig:
     answer_weight: float = 0.5  # weight of an answer's BM25 score, added to its best question's
     answer_confidence: float = 0.65  # the most confidence an answer's words alone can give
     dense_pool: int = 200  # texts taken from FAISS per query before fusion
+    #: Weight of a snippet's second-best text in the dense score (0: best text only). More than one
+    #: matching paraphrase is more evidence; ``kefu kb tune`` fits it on held-out pairs.
+    second_weight: float = 0.0
     sync_interval_s: float = (
         0.0  # seconds between checks of the database for a new KB revision (0: every search)
     )
@@ -44,6 +49,8 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         if self.fusion not in ("weighted", "rrf"):
             raise ValueError("fusion must be 'weighted' or 'rrf'")
+        if not 0 <= self.second_weight <= 1:
+            raise ValueError("second_weight must be between 0 and 1")
         if not 0 <= self.dense_weight <= 1:
             raise ValueError("dense_weight must be between 0 and 1")
         if not 0 <= self.medium <= self.high <= 1:
@@ -141,7 +148,7 @@ class HybridRetriever:
         self.index = index
         self.config = config or RetrievalConfig()
         self.store = store
-        self._last: tuple[tuple[str, int], _Scored] | None = None
+        self._last: tuple[tuple[str, int, int], _Scored] | None = None
 
     def label(self, confidence_score: float) -> str:
         if confidence_score >= self.config.high:
@@ -210,7 +217,7 @@ class HybridRetriever:
         pays for the filter and the hits only. Nothing else is cached.
         """
         idx = self.index
-        key = (query, idx.generation)
+        key = (query, id(idx), idx.generation)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
         cfg = self.config
@@ -234,6 +241,7 @@ class HybridRetriever:
         dw = self._dense_weight(coverage)
         dense = np.full(n, -1.0, dtype=np.float64)
         dense_tid = np.zeros(n, dtype=np.int64)
+        dense_rank = dense  # what the fusion ranks by (dense, plus second-text evidence if configured)
         if dw > 0 and idx.dense.ntotal and lay.dense_ids.size:
             ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
             pos = np.minimum(np.searchsorted(lay.dense_ids, di), lay.dense_ids.size - 1)
@@ -246,16 +254,17 @@ class HybridRetriever:
             best = best[ds[best] > -1.0]
             dense[owner[best]] = ds[best]
             dense_tid[owner[best]] = di[best]
-
+            if cfg.second_weight > 0:
+                dense_rank = dense + cfg.second_weight * _second_best(owner[order], ds[order], n)
         found = (lex > 0) | (dense > -1.0)
         if cfg.fusion == "weighted":
             max_lex = float(lex.max()) if n else 0.0
             lex_norm = lex / max_lex if max_lex > 0 else lex
-            fused = (1 - dw) * lex_norm + dw * np.clip(dense, 0.0, None)
+            fused = (1 - dw) * lex_norm + dw * np.clip(dense_rank, 0.0, None)
         else:
             found_ids = np.flatnonzero(found)
             fused = np.zeros(n, dtype=np.float64)
-            for part, weight in ((lex, 1 - dw), (dense, dw)):
+            for part, weight in ((lex, 1 - dw), (dense_rank, dw)):
                 has = found_ids[part[found_ids] > (0 if part is lex else -1.0)]
                 ranked = has[np.argsort(-part[has], kind="stable")]
                 fused[ranked] += weight / (cfg.rrf_k + np.arange(1, ranked.size + 1))
@@ -318,6 +327,18 @@ class HybridRetriever:
             confidence_score=confidence_score,
             confidence=self.label(confidence_score),
         )
+
+
+def _second_best(owner: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """Each snippet's second-best dense score in the pool (0 if it has none); ``owner``/``score`` are
+    sorted by descending score. Several matching paraphrases are more evidence than one."""
+    g = np.argsort(owner, kind="stable")  # grouped by snippet, still best first within a group
+    og, sg = owner[g], score[g]
+    head = np.r_[True, og[1:] != og[:-1]] if og.size else np.zeros(0, dtype=bool)
+    sec = np.r_[False, head[:-1]] & ~head if og.size else head
+    out = np.zeros(n, dtype=np.float64)
+    out[og[sec]] = np.clip(sg[sec], 0.0, None)
+    return out
 
 
 def _coverage(q: list[str], t: tuple[str, ...], idf: dict[str, float]) -> float:

@@ -6,6 +6,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     Integer,
     LargeBinary,
     MetaData,
@@ -74,4 +75,59 @@ embeddings = Table(
     Column("vector", LargeBinary, nullable=False),
 )
 
-__all__ = ["embeddings", "kb_meta", "kb_state", "metadata", "snippet_revisions", "snippets"]
+#: Tuned embedding models, stored whole (a gzipped tar of the sentence-transformers directory), so
+#: that every worker and replica loads the same active model from the shared database.
+kb_models = Table(
+    "kb_models",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("meta", Text, nullable=False),  # JSON: training parameters, held-out figures, retrieval settings
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("archive", LargeBinary, nullable=False),
+)
+
+#: Candidate similar questions: customer messages whose approved reply cited a snippet.
+snippet_candidates = Table(
+    "snippet_candidates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("snippet_id", String(128), nullable=False, index=True),
+    Column("text", Text, nullable=False),
+    Column("norm_text", Text, nullable=False),
+    Column("suggestion_id", String(64)),
+    Column("conversation_id", String(128)),
+    Column("status", String(16), nullable=False, index=True),  # pending, accepted, rejected
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", String(200)),
+    Column("reason", Text),
+)
+
+#: Questions the knowledge base could not answer well (escalated or low retrieval confidence).
+gap_questions = Table(
+    "gap_questions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("text", Text, nullable=False),
+    Column("reason", String(16), nullable=False),  # escalated, low_confidence
+    Column("conversation_id", String(128)),
+    Column("suggestion_id", String(64)),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("confidence_score", Float),
+    Column("top_snippet_id", String(128)),
+    Column("resolved_snippet_id", String(128)),  # the snippet an editor made from its gap
+)
+
+__all__ = [
+    "embeddings",
+    "gap_questions",
+    "kb_meta",
+    "kb_models",
+    "kb_state",
+    "metadata",
+    "snippet_candidates",
+    "snippet_revisions",
+    "snippets",
+]

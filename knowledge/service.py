@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import faiss
 
 from knowledge import index as index_module
+from knowledge.candidates import Candidates
 from knowledge.embedding import BUNDLED_MODEL, Embedder, SentenceTransformerEmbedder
+from knowledge.errors import KefuError
 from knowledge.index import KnowledgeIndex
-from knowledge.retriever import HybridRetriever
+from knowledge.model_store import ACTIVE_MODEL_KEY, DB_PREFIX, ModelStore
+from knowledge.retriever import TUNED_FIELDS, HybridRetriever, RetrievalConfig
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
 from knowledge.text import Analyzer
 
 log = logging.getLogger(__name__)
 
-ACTIVE_MODEL_KEY = "embedding_model"
 TERMS_KEY = "terms"
+#: The number of accepted candidates when automatic re-tuning last started.
+AUTO_TUNE_KEY = "auto_tune_accepted"
+__all__ = ["ACTIVE_MODEL_KEY", "TERMS_KEY", "KnowledgeBase", "active_model", "kb_terms"]
 
 
 def kb_terms(store: Store) -> list[str]:
@@ -34,16 +42,41 @@ def kb_terms(store: Store) -> list[str]:
     return sorted(terms)
 
 
+def resolve_model_ref(store: Store, settings: KnowledgeSettings, ref: str | None) -> str:
+    """A model reference as a loadable name or path: ``db:<id>`` is unpacked from the database."""
+    if ref and ref.startswith(DB_PREFIX):
+        try:
+            return str(ModelStore(store, settings.models_dir).local_path(ref[len(DB_PREFIX) :]))
+        except KefuError as e:
+            log.warning("tuned model %s cannot be loaded (%s); using the bundled model", ref, e)
+            return BUNDLED_MODEL
+    if ref and Path(ref).is_dir():  # a local directory (models tuned before they were stored)
+        return ref
+    if ref:
+        log.warning("tuned model %s is missing on this machine; using the bundled model", ref)
+    return BUNDLED_MODEL
+
+
 def active_model(store: Store, settings: KnowledgeSettings) -> str:
     """The embedding model to use: the setting, else the KB's tuned model, else the bundled one."""
     if settings.embedding_model:
         return settings.embedding_model
-    tuned = store.get_meta(ACTIVE_MODEL_KEY)
-    if tuned and Path(tuned).is_dir():
-        return tuned
-    if tuned:
-        log.warning("tuned model %s is missing on this machine; using the bundled model", tuned)
-    return BUNDLED_MODEL
+    return resolve_model_ref(store, settings, store.get_meta(ACTIVE_MODEL_KEY))
+
+
+def tuned_retrieval(settings: KnowledgeSettings, embedder: Embedder) -> RetrievalConfig:
+    """The settings' retrieval config with the fusion and thresholds tuned with the model (``kefu kb
+    tune`` stores them in the model), except for the fields set explicitly (``KEFU_RETRIEVAL_*``)."""
+    meta: Any = getattr(embedder, "kb_meta", None) or {}
+    tuned = meta.get("retrieval") if isinstance(meta, dict) else None
+    if not settings.use_tuned_retrieval or not isinstance(tuned, dict):
+        return settings.retrieval
+    values = {k: v for k, v in tuned.items() if k in TUNED_FIELDS and k not in settings.retrieval_explicit}
+    try:
+        return replace(settings.retrieval, **values)
+    except (TypeError, ValueError) as e:
+        log.warning("ignoring the model's tuned retrieval settings %s: %s", values, e)
+        return settings.retrieval
 
 
 class KnowledgeBase:
@@ -58,22 +91,110 @@ class KnowledgeBase:
         faiss.omp_set_num_threads(max(1, self.settings.faiss_threads))
         index_module.SEARCH_THREADS = max(1, self.settings.faiss_threads)
         self.store = store or Store(self.settings.database_url)
+        #: Follow the KB's active model (``kefu kb tune`` on any replica) unless one was given.
+        self.follows_model = embedder is None and not self.settings.embedding_model
+        self.model_ref = self.store.get_meta(ACTIVE_MODEL_KEY) or ""
         self.embedder = embedder or SentenceTransformerEmbedder(active_model(self.store, self.settings))
         self.analyzer = Analyzer(self.settings.analyzer, kb_terms(self.store))
-        self.index = KnowledgeIndex(
-            self.embedder,
+        self.index = self._new_index(self.embedder)
+        self.retriever = HybridRetriever(
+            self.index, tuned_retrieval(self.settings, self.embedder), self.store
+        )
+        self.opened = ""
+        self._switch_lock = threading.Lock()
+        self.switching: threading.Thread | None = None
+        self.auto_tune: threading.Thread | None = None
+        self.last_auto_tune: dict[str, Any] | None = None
+        # Edits made through this process reach its index at once; other replicas poll the revision.
+        self.store.on_change(self._on_change)
+
+    def _new_index(self, embedder: Embedder) -> KnowledgeIndex:
+        index = KnowledgeIndex(
+            embedder,
             self.analyzer,
             hnsw_threshold=self.settings.hnsw_threshold,
             answer_weight=self.settings.retrieval.answer_weight,
         )
-        self.retriever = HybridRetriever(self.index, self.settings.retrieval, self.store)
-        self.opened = ""
-        # Edits made through this process reach its index at once; other replicas poll the revision.
-        self.store.on_change(self._on_change)
+        index.on_revision = self._on_revision
+        return index
 
     def _on_change(self, _revision: int) -> None:
         if self.index.kb_revision >= 0:  # not before the index is opened
             self.index.sync(self.store)
+
+    def _on_revision(self, _revision: int) -> None:
+        """A new KB revision: if the active model changed (a tune or rollback anywhere), swap it in,
+        in the background; searches keep using the current model until the new index is ready."""
+        if not self.follows_model:
+            return
+        ref = self.store.get_meta(ACTIVE_MODEL_KEY) or ""
+        with self._switch_lock:
+            if ref == self.model_ref or (self.switching is not None and self.switching.is_alive()):
+                return
+            self.switching = threading.Thread(
+                target=self._switch_quietly, args=(ref,), name="kefu-model-switch", daemon=True
+            )
+            self.switching.start()
+
+    def _switch_quietly(self, ref: str) -> None:
+        try:
+            self.switch_model(ref)
+        except Exception:  # a broken model must not take the service down: keep the current one
+            log.exception("could not switch to model %s; keeping the current one", ref)
+            self.model_ref = ref  # do not retry on every revision
+
+    def switch_model(self, ref: str) -> None:
+        """Load model ``ref``, index the KB with it, then swap embedder, index and fusion settings."""
+        embedder = SentenceTransformerEmbedder(resolve_model_ref(self.store, self.settings, ref or None))
+        index = self._new_index(embedder)
+        index.build(self.store)
+        config = tuned_retrieval(self.settings, embedder)
+        self.embedder, self.index = embedder, index
+        self.retriever.index, self.retriever.config = index, config
+        self.model_ref = ref
+        log.info("switched to embedding model %s (%s)", ref or "bundled", embedder.model_id)
+        if self.opened:
+            try:
+                self.save_index()
+            except OSError as e:
+                log.warning("could not save the index after the model switch: %s", e)
+        index.sync(self.store)  # edits made while it was building
+
+    # -- learning from approvals -------------------------------------------------------------------
+
+    def candidates(self) -> Candidates:
+        return Candidates(self.store, on_accept=self._maybe_auto_tune)
+
+    def _maybe_auto_tune(self, accepted: int) -> None:
+        """After ``auto_tune_after`` more accepted candidates, re-tune in the background (one replica
+        claims the job in the database); the model is switched only if it is better."""
+        every = self.settings.auto_tune_after
+        if every <= 0:
+            return
+        last = self.store.get_meta(AUTO_TUNE_KEY)
+        if accepted - int(last or 0) < every:
+            return
+        if not self.store.compare_and_set_meta(AUTO_TUNE_KEY, last, str(accepted)):
+            return  # another replica (or thread) claimed it
+        self.auto_tune = threading.Thread(target=self._auto_tune, name="kefu-auto-tune", daemon=True)
+        self.auto_tune.start()
+
+    def _auto_tune(self) -> None:
+        from knowledge.tune_cmd import TuneOptions, run_tune
+
+        try:
+            report = run_tune(self.settings, TuneOptions(show_progress=False), store=self.store, say=log.info)
+            log.info(
+                "automatic re-tuning: %s (held-out new %s, current %s)",
+                f"switched to {report.get('switched_to')}"
+                if report["switched"]
+                else "kept the current model",
+                report.get("new"),
+                report.get("current"),
+            )
+            self.last_auto_tune = report
+        except Exception:
+            log.exception("automatic re-tuning failed; the current model stays")
 
     def open_index(self, *, progress: bool = False, log_fn: Callable[[str], None] = log.info) -> str:
         self.opened = self.index.open(self.store, self.settings.index_dir, progress=progress, log_fn=log_fn)

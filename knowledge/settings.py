@@ -15,6 +15,20 @@ def _env(name: str, default: str) -> str:
     return v if v not in (None, "") else default
 
 
+_RETRIEVAL_ENV = {
+    "fusion": "KEFU_RETRIEVAL_FUSION",
+    "dense_weight": "KEFU_RETRIEVAL_DENSE_WEIGHT",
+    "high": "KEFU_RETRIEVAL_HIGH",
+    "medium": "KEFU_RETRIEVAL_MEDIUM",
+    "second_weight": "KEFU_RETRIEVAL_SECOND_WEIGHT",
+}
+
+
+def _explicit_retrieval() -> frozenset[str]:
+    """The tunable retrieval fields an operator set explicitly (they win over the tuned values)."""
+    return frozenset(k for k, name in _RETRIEVAL_ENV.items() if os.environ.get(name))
+
+
 def _retrieval_from_env() -> RetrievalConfig:
     d = RetrievalConfig()
     return RetrievalConfig(
@@ -27,6 +41,7 @@ def _retrieval_from_env() -> RetrievalConfig:
         answer_weight=float(_env("KEFU_RETRIEVAL_ANSWER_WEIGHT", str(d.answer_weight))),
         answer_confidence=float(_env("KEFU_RETRIEVAL_ANSWER_CONFIDENCE", str(d.answer_confidence))),
         dense_pool=int(_env("KEFU_RETRIEVAL_DENSE_POOL", str(d.dense_pool))),
+        second_weight=float(_env("KEFU_RETRIEVAL_SECOND_WEIGHT", str(d.second_weight))),
         sync_interval_s=float(_env("KEFU_RETRIEVAL_SYNC_INTERVAL_S", str(d.sync_interval_s))),
     )
 
@@ -50,3 +65,10 @@ class KnowledgeSettings:
     #: on a busy machine spinning threads cost more than they save (measured in docs/benchmarks.md).
     faiss_threads: int = field(default_factory=lambda: int(_env("KEFU_FAISS_THREADS", "1")))
     retrieval: RetrievalConfig = field(default_factory=_retrieval_from_env)
+    #: Use the fusion and confidence thresholds that ``kefu kb tune`` fitted and stored with the
+    #: active model (fields in ``retrieval_explicit`` keep their setting).
+    use_tuned_retrieval: bool = True
+    retrieval_explicit: frozenset[str] = field(default_factory=_explicit_retrieval)
+    #: Re-tune in the background after this many accepted candidate similar questions, and switch
+    #: only if the new model is better on held-out pairs (0: off).
+    auto_tune_after: int = field(default_factory=lambda: int(_env("KEFU_AUTO_TUNE_AFTER", "0")))

@@ -22,6 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from knowledge import schema as t
 from knowledge.errors import ConflictError, NotFoundError, ValidationError
@@ -480,6 +481,44 @@ class Store:
             ).rowcount
             if not updated:
                 conn.execute(t.kb_meta.insert().values(key=key, value=value))
+
+    def set_meta_many(self, values: dict[str, str], *, bump_revision: bool = False) -> int:
+        """Set several keys in one transaction; ``bump_revision`` also advances the KB revision, so
+        that every replica (which follows the revision) notices, e.g. a switch of the active model."""
+        if not bump_revision:
+            with writing(self.engine) as conn:
+                for key, value in values.items():
+                    self._put_meta(conn, key, value)
+            return self.revision()
+        with self._write() as (conn, rev):
+            for key, value in values.items():
+                self._put_meta(conn, key, value)
+        return rev
+
+    @staticmethod
+    def _put_meta(conn: Connection, key: str, value: str) -> None:
+        if not conn.execute(t.kb_meta.update().where(t.kb_meta.c.key == key).values(value=value)).rowcount:
+            conn.execute(t.kb_meta.insert().values(key=key, value=value))
+
+    def compare_and_set_meta(self, key: str, expected: str | None, value: str) -> bool:
+        """Set ``key`` only if it still holds ``expected`` (None: absent); True if this call set it.
+        Replicas use it to claim a job (automatic re-tuning) exactly once."""
+        if expected is None:
+            try:
+                with writing(self.engine) as conn:
+                    if conn.execute(select(t.kb_meta.c.key).where(t.kb_meta.c.key == key)).first():
+                        return False
+                    conn.execute(t.kb_meta.insert().values(key=key, value=value))
+                return True
+            except IntegrityError:  # another replica inserted it first
+                return False
+        with writing(self.engine) as conn:
+            n = conn.execute(
+                t.kb_meta.update()
+                .where(t.kb_meta.c.key == key, t.kb_meta.c.value == expected)
+                .values(value=value)
+            ).rowcount
+            return bool(n)
 
     def cached_vectors(self, model_id: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(set(hashes))

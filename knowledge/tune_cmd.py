@@ -1,106 +1,420 @@
-"""``kefu kb tune``: train a KB model, compare it with the current one on held-out pairs, switch if better."""
+"""``kefu kb tune``: train a KB model, fit fusion and confidence thresholds, switch only if better.
+
+One run: gather pairs (the snippets' question/similar-question pairs, the agents' approved
+(customer message, cited snippet) pairs that await review, an optional pairs file), hold a share of
+the similar questions back, train a static model on the rest, and measure both the new and the
+current model on the held-out questions (each removed from the index first, so it is a question
+the KB has never seen). The fusion of dense and BM25 scores and the confidence thresholds are fitted
+on the same held-out questions and stored with the model. The new model is stored in the database
+and switched to only when it retrieves better (or with ``--force``); the previous one stays for
+``kefu kb tune --rollback``.
+"""
 
 from __future__ import annotations
 
 import json
+import random
+import shutil
 import sys
-from dataclasses import replace
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from knowledge.embedding import Embedder, SentenceTransformerEmbedder
+from knowledge.candidates import Candidates
+from knowledge.embedding import KEFU_MODEL_FILE, Embedder, SentenceTransformerEmbedder
+from knowledge.errors import ImportFailed, Problem
 from knowledge.index import KnowledgeIndex
 from knowledge.model import Snippet, SnippetFilter
-from knowledge.retriever import HybridRetriever
-from knowledge.service import ACTIVE_MODEL_KEY, active_model, kb_terms
+from knowledge.model_store import DB_PREFIX, ModelStore
+from knowledge.retriever import HybridRetriever, RetrievalConfig
+from knowledge.service import active_model, kb_terms, tuned_retrieval
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
-from knowledge.text import Analyzer
+from knowledge.text import Analyzer, normalize
 from knowledge.tuning import Pair, TuneParams, kb_pairs, split_pairs, train_static_model
 
-PREVIOUS_MODEL_KEY = "embedding_model_previous"
+#: Fusions tried on the held-out questions (the best MRR@10 wins; ties: the first).
+FUSION_GRID: tuple[tuple[str, float, float], ...] = tuple(
+    (fusion, dw, second)
+    for second in (0.0, 0.25, 0.5)
+    for fusion, dw in (
+        ("weighted", 0.6),
+        ("weighted", 0.7),
+        ("weighted", 0.8),
+        ("weighted", 0.9),
+        ("rrf", 0.5),
+        ("rrf", 0.7),
+    )
+)
+#: Fewer held-out probes than this: keep the configured confidence thresholds.
+MIN_PROBES_FOR_THRESHOLDS = 30
+#: "high" is the lowest score from which the top hit was right this often on held-out questions.
+HIGH_PRECISION = 0.9
 
 
-def held_out_scores(
-    embedder: Embedder,
-    snippets: list[Snippet],
-    test: list[Pair],
-    settings: KnowledgeSettings,
-    terms: list[str],
-) -> dict[str, float]:
-    """Recall@5 and MRR@10 of hybrid retrieval for the held-out anchors (removed from the index)."""
+@dataclass
+class TuneOptions:
+    seed: int = 0
+    epochs: int | None = None
+    held_out: float = 0.1
+    force: bool = False
+    pairs_file: Path | None = None
+    show_progress: bool = True
+
+
+def read_pairs_file(path: Path) -> list[Pair]:
+    """JSONL ``{"anchor", "positive"}``; any error names the line and reads nothing."""
+    problems: list[Problem] = []
+    out: list[Pair] = []
+    name = Path(path).name
+    try:
+        lines = Path(path).read_text("utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ImportFailed(
+            problems=[
+                Problem(
+                    name,
+                    "file",
+                    None,
+                    f"无法读取文件（需要 UTF-8）：{e}",
+                    f"cannot read the file (UTF-8 needed): {e}",
+                )
+            ]
+        ) from e
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(name, f"line {n}", None, f"JSON 格式错误：{e.msg}", f"bad JSON: {e.msg}"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(name, f"line {n}", None, "应为 JSON 对象", "must be a JSON object"))
+            continue
+        bad = [k for k in ("anchor", "positive") if not isinstance(obj.get(k), str) or not obj[k].strip()]
+        for k in bad:
+            problems.append(Problem(name, f"line {n}", k, "缺少文本", "text missing"))
+        if not bad:
+            out.append(Pair(obj["anchor"].strip(), obj["positive"].strip(), None))
+    if problems:
+        raise ImportFailed(problems=problems)
+    return out
+
+
+def _owner_of_texts(snippets: Sequence[Snippet]) -> dict[str, str]:
+    owner: dict[str, str] = {}
+    for s in snippets:
+        for _, text in s.texts():
+            owner.setdefault(normalize(text), s.id)
+    return owner
+
+
+# -- held-out measurement ----------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """One held-out question searched: was the right snippet found, where, and how confident."""
+
+    rank: int | None
+    top_correct: bool
+    score: float  # the top hit's confidence score
+    answerable: bool
+
+
+def _visible(
+    snippets: Sequence[Snippet], test: Sequence[Pair], drop: frozenset[str] | set[str] = frozenset()
+) -> list[Snippet]:
     held = {(p.snippet_id, p.anchor) for p in test}
-    visible = [
+    return [
         replace(s, similar_questions=tuple(q for q in s.similar_questions if (s.id, q) not in held))
         for s in snippets
+        if s.id not in drop
     ]
-    index = KnowledgeIndex(embedder, Analyzer(settings.analyzer, terms))
-    index.build_from(visible)
-    retriever = HybridRetriever(index, settings.retrieval)
+
+
+def _probes(retriever: HybridRetriever, test: Sequence[Pair], answerable: bool) -> list[Probe]:
     flt = SnippetFilter(status=None, valid_on=None)
-    r5 = mrr = 0.0
+    out = []
     for p in test:
-        ids = [h.snippet_id for h in retriever.search(p.anchor, k=10, flt=flt).hits]
-        if p.snippet_id in ids:
-            rank = ids.index(p.snippet_id) + 1
-            mrr += 1 / rank
-            r5 += rank <= 5
-    n = max(1, len(test))
-    return {"recall@5": round(r5 / n, 4), "mrr@10": round(mrr / n, 4), "n": len(test)}
+        hits = retriever.search(p.anchor, k=10, flt=flt).hits
+        ids = [h.snippet_id for h in hits]
+        rank = ids.index(p.snippet_id) + 1 if p.snippet_id in ids else None
+        out.append(Probe(rank, rank == 1, hits[0].confidence_score if hits else 0.0, answerable))
+    return out
 
 
-def tune(
-    settings: KnowledgeSettings, *, seed: int = 0, epochs: int = 3, held_out: float = 0.1, force: bool = False
-) -> int:
-    store = Store(settings.database_url)
+def _figures(probes: Sequence[Probe]) -> dict[str, float]:
+    ans = [p for p in probes if p.answerable]
+    n = max(1, len(ans))
+    return {
+        "recall@5": round(sum(1 for p in ans if p.rank is not None and p.rank <= 5) / n, 4),
+        "mrr@10": round(sum(1 / p.rank for p in ans if p.rank is not None) / n, 4),
+        "n": len(ans),
+    }
+
+
+def fit_thresholds(probes: Sequence[Probe], default: RetrievalConfig) -> dict[str, Any]:
+    """``medium`` separates right from wrong top hits best (Youden's J), so that "low" means the
+    top hit is most likely wrong (escalate); ``high`` is the lowest score from which the top hit was
+    right at least ``HIGH_PRECISION`` of the time. Probes include unanswerable questions (their
+    snippet removed from the index), whose top hit is always wrong."""
+    if len(probes) < MIN_PROBES_FOR_THRESHOLDS:
+        return {"high": default.high, "medium": default.medium, "fitted": False}
+    right = sorted(p.score for p in probes if p.top_correct)
+    wrong = sorted(p.score for p in probes if not p.top_correct)
+    if not right or not wrong:
+        return {"high": default.high, "medium": default.medium, "fitted": False}
+    cuts = sorted({round(p.score, 4) for p in probes})
+    best_j, medium = -1.0, default.medium
+    for c in cuts:
+        tpr = sum(1 for s in right if s >= c) / len(right)
+        fpr = sum(1 for s in wrong if s >= c) / len(wrong)
+        if tpr - fpr > best_j:
+            best_j, medium = tpr - fpr, c
+    medium = min(max(medium, 0.05), 0.95)
+    high = None
+    for c in cuts:
+        above = [p for p in probes if p.score >= c]
+        if (
+            c >= medium
+            and len(above) >= 5
+            and sum(p.top_correct for p in above) / len(above) >= HIGH_PRECISION
+        ):
+            high = c
+            break
+    if high is None:
+        high = max(medium, min(0.99, max(right[-1], wrong[-1]) + 0.01))
+    return {"high": round(high, 4), "medium": round(medium, 4), "fitted": True}
+
+
+def _label_report(probes: Sequence[Probe], cfg: RetrievalConfig) -> dict[str, Any]:
+    """How the labels behave on held-out questions: how often each level's top hit was right."""
+    out: dict[str, Any] = {}
+    for level in ("high", "medium", "low"):
+        sel = [
+            p
+            for p in probes
+            if (level == "high" and p.score >= cfg.high)
+            or (level == "medium" and cfg.medium <= p.score < cfg.high)
+            or (level == "low" and p.score < cfg.medium)
+        ]
+        out[level] = {
+            "n": len(sel),
+            "top_right": round(sum(p.top_correct for p in sel) / len(sel), 4) if sel else None,
+        }
+    unans = [p for p in probes if not p.answerable]
+    out["unanswerable_low"] = (
+        round(sum(1 for p in unans if p.score < cfg.medium) / len(unans), 4) if unans else None
+    )
+    return out
+
+
+def measure(
+    embedder: Embedder,
+    snippets: Sequence[Snippet],
+    test: Sequence[Pair],
+    settings: KnowledgeSettings,
+    terms: Sequence[str],
+    *,
+    config: RetrievalConfig | None = None,
+    fit: bool = False,
+    seed: int = 0,
+    cache: Store | None = None,
+) -> dict[str, Any]:
+    """Held-out figures of ``embedder`` with ``config`` (or, with ``fit``, the best fusion of the grid
+    and fitted thresholds). Each held-out question is removed from the index before it is searched."""
+    analyzer = Analyzer(settings.analyzer, terms)
+    index = KnowledgeIndex(embedder, analyzer, answer_weight=settings.retrieval.answer_weight)
+    index.build_from(_visible(snippets, test), cache=cache)
+    base = config or settings.retrieval
+    grid = (
+        [replace(base, fusion=f, dense_weight=w, second_weight=b) for f, w, b in FUSION_GRID]
+        if fit
+        else [base]
+    )
+    scored = []
+    for cfg in grid:
+        probes = _probes(HybridRetriever(index, cfg), test, True)
+        scored.append((_figures(probes), cfg, probes))
+    figures, cfg, probes = max(scored, key=lambda x: (x[0]["mrr@10"], x[0]["recall@5"]))
+    # Unanswerable questions: half of the held-out snippets removed from the index altogether.
+    owners = sorted({p.snippet_id for p in test if p.snippet_id})
+    dropped = set(random.Random(seed).sample(owners, len(owners) // 2)) if owners else set()
+    unans_test = [p for p in test if p.snippet_id in dropped]
+    if unans_test:
+        index.remove_snippets(dropped)
+        probes = probes + _probes(HybridRetriever(index, cfg), unans_test, False)
+    if fit:
+        th = fit_thresholds(probes, cfg)
+        cfg = replace(cfg, high=th["high"], medium=th["medium"])
+    return {
+        **figures,
+        "retrieval": {
+            "fusion": cfg.fusion,
+            "dense_weight": cfg.dense_weight,
+            "second_weight": cfg.second_weight,
+            "high": cfg.high,
+            "medium": cfg.medium,
+        },
+        "labels": _label_report(probes, cfg),
+    }
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_tune(
+    settings: KnowledgeSettings,
+    opts: TuneOptions | None = None,
+    *,
+    store: Store | None = None,
+    say: Callable[[str], None] = _say,
+) -> dict[str, Any]:
+    """Train, measure, store and (if better or forced) activate a KB model; returns the report."""
+    opts = opts or TuneOptions()
+    own_store = store is None
+    store = store or Store(settings.database_url)
+    started = time.perf_counter()
     try:
         snippets = [s for s in store.all() if s.status != "archived"]
         terms = kb_terms(store)
-        pairs = kb_pairs(snippets)
-        params = TuneParams(epochs=epochs, seed=seed, analyzer=settings.analyzer)
+        defaults = TuneParams()
+        params = TuneParams(seed=opts.seed, analyzer=settings.analyzer, epochs=opts.epochs or defaults.epochs)
+        kb = kb_pairs(snippets, siblings=params.sibling_pairs)
+        approved = Candidates(store).training_pairs()
+        extra = read_pairs_file(opts.pairs_file) if opts.pairs_file else []
+        owner = _owner_of_texts(snippets)
+        extra = [replace(p, snippet_id=owner.get(normalize(p.positive))) for p in extra]
+        train, test = split_pairs(kb, opts.held_out, opts.seed)
+        train = train + approved + extra
+        say(
+            f"训练样本 pairs: {len(kb)} from similar questions ({len(test)} held out), "
+            f"{len(approved)} from approved replies, {len(extra)} from the pairs file"
+        )
         texts = [t for s in snippets for _, t in s.texts()]
-        train, test = split_pairs(pairs, held_out, seed)
-        print(f"训练样本 pairs: {len(pairs)} ({len(train)} train, {len(test)} held out)", file=sys.stderr)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        models = settings.models_dir.resolve()
-        report: dict[str, object] = {"pairs": len(pairs), "held_out": len(test)}
-        if test:
-            probe_dir = train_static_model(
-                texts, train, models / f".probe-{stamp}", params=params, terms=terms, show_progress=True
+        corpus = [(s.id, t) for s in snippets for _, t in s.texts()]
+        models = ModelStore(store, settings.models_dir)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        model_id = f"kb-static-{stamp}"
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=settings.models_dir))
+        report: dict[str, Any] = {
+            "pairs": {"similar_questions": len(kb), "approved": len(approved), "file": len(extra)},
+            "held_out": len(test),
+        }
+        try:
+            path = train_static_model(
+                texts,
+                train,
+                tmp / "model",
+                params=params,
+                terms=terms,
+                show_progress=opts.show_progress,
+                corpus=corpus,
             )
-            candidate = held_out_scores(
-                SentenceTransformerEmbedder(str(probe_dir)), snippets, test, settings, terms
-            )
+            report["train_seconds"] = round(time.perf_counter() - started, 1)
+            new_embedder = SentenceTransformerEmbedder(str(path))
             current_name = active_model(store, settings)
-            current = held_out_scores(
-                SentenceTransformerEmbedder(current_name), snippets, test, settings, terms
+            if test:
+                new = measure(new_embedder, snippets, test, settings, terms, fit=True, seed=opts.seed)
+                current_embedder = SentenceTransformerEmbedder(current_name)
+                current = measure(
+                    current_embedder,
+                    snippets,
+                    test,
+                    settings,
+                    terms,
+                    config=tuned_retrieval(settings, current_embedder),
+                    seed=opts.seed,
+                    cache=store,  # the live index cached the current model's vectors
+                )
+                report.update(
+                    {
+                        "current_model": store.get_meta("embedding_model") or current_name,
+                        "current": current,
+                        "new": new,
+                    }
+                )
+                better = (new["mrr@10"], new["recall@5"]) > (current["mrr@10"], current["recall@5"])
+                retrieval = new["retrieval"]
+            else:
+                better = False
+                retrieval = None
+                report["note"] = "no held-out pairs: nothing to compare"
+            switch = better or opts.force
+            meta_file = path / KEFU_MODEL_FILE
+            meta = json.loads(meta_file.read_text("utf-8"))
+            meta.update(
+                {"id": model_id, "held_out": report.get("new"), "current_at_tune": report.get("current")}
             )
-            import shutil
-
-            shutil.rmtree(probe_dir, ignore_errors=True)
-            report.update({"current_model": current_name, "current": current, "new": candidate})
-            better = (candidate["mrr@10"], candidate["recall@5"]) > (current["mrr@10"], current["recall@5"])
-        else:
-            better = False
-            report["note"] = "no held-out pairs: nothing to compare"
-        switch = better or force
-        if switch:
-            final = train_static_model(
-                texts, pairs, models / f"kb-static-{stamp}", params=params, terms=terms
-            )
-            previous = store.get_meta(ACTIVE_MODEL_KEY)
-            if previous:
-                store.set_meta(PREVIOUS_MODEL_KEY, previous)
-            store.set_meta(ACTIVE_MODEL_KEY, str(Path(final)))
-            report["switched_to"] = str(final)
+            if retrieval is not None:
+                meta["retrieval"] = retrieval
+            meta_file.write_text(json.dumps(meta, ensure_ascii=False, indent=2), "utf-8")
+            if switch:
+                stored = models.save(path, model_id, meta)
+                # This process keeps the trained directory as its unpacked copy.
+                final = models.cache_dir / model_id
+                if not final.exists():
+                    path.rename(final)
+                    (final / ".kefu-sha256").write_text(stored.sha256)
+                models.activate(stored.ref)
+                report["switched_to"] = stored.ref
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         report["switched"] = switch
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-        if not switch:
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        return report
+    finally:
+        if own_store:
+            store.close()
+
+
+def tune(settings: KnowledgeSettings, opts: TuneOptions | None = None) -> int:
+    report = run_tune(settings, opts)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    if not report["switched"]:
+        _say(
+            "新模型没有更好，保持当前模型（--force 可强制切换）/ the new model is not better; kept the current "
+            "one (use --force to switch anyway)"
+        )
+    return 0
+
+
+def rollback(settings: KnowledgeSettings) -> int:
+    store = Store(settings.database_url)
+    try:
+        ref = ModelStore(store, settings.models_dir).rollback()
+    finally:
+        store.close()
+    print(f"已回退到 / rolled back to {ref}")
+    return 0
+
+
+def list_models(settings: KnowledgeSettings) -> int:
+    store = Store(settings.database_url)
+    try:
+        models = ModelStore(store, settings.models_dir)
+        active, previous = models.active_ref(), models.previous_ref()
+        for m in models.list():
+            mark = "*" if m.ref == active else ("<" if m.ref == previous else " ")
+            held = m.meta.get("held_out") or {}
             print(
-                "新模型没有更好，保持当前模型（--force 可强制切换）/ the new model is not better; kept the current "
-                "one (use --force to switch anyway)",
-                file=sys.stderr,
+                f"{mark} {m.id}  {m.created_at:%Y-%m-%d %H:%M} UTC  {m.size / 1e6:.1f} MB  "
+                f"recall@5 {held.get('recall@5', '-')}  mrr@10 {held.get('mrr@10', '-')}"
             )
+        if active and not active.startswith(DB_PREFIX):
+            print(f"* {active} (a local directory)")
+        print("(* active, < previous: kefu kb tune --rollback)")
     finally:
         store.close()
     return 0

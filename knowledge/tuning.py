@@ -42,20 +42,30 @@ class Pair:
 @dataclass
 class TuneParams:
     dim: int = 256
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 128
     learning_rate: float = 0.05
     seed: int = 0
     analyzer: str = "wcb"
+    #: Also pair a snippet's similar questions with one another (not only with its question).
+    sibling_pairs: bool = False
+    #: Add, per pair, the best BM25 text of another snippet as a hard negative.
+    hard_negatives: bool = True
+    #: Scale of the random initial token vectors (small: tokens the pairs never train stay quiet).
+    init_scale: float = 1.0
 
 
-def kb_pairs(snippets: Sequence[Snippet]) -> list[Pair]:
-    """(similar question, question) pairs of every snippet that has similar questions."""
+def kb_pairs(snippets: Sequence[Snippet], *, siblings: bool = False) -> list[Pair]:
+    """(similar question, question) pairs of every snippet that has similar questions; with
+    ``siblings`` also (similar question, another similar question of the same snippet)."""
     out: list[Pair] = []
     for s in snippets:
         if s.status == "archived":
             continue
-        out.extend(Pair(sim, s.question, s.id) for sim in s.similar_questions if sim != s.question)
+        sims = [q for q in s.similar_questions if q != s.question]
+        out.extend(Pair(sim, s.question, s.id) for sim in sims)
+        if siblings:
+            out.extend(Pair(a, b, s.id) for i, a in enumerate(sims) for b in sims[i + 1 :] if a != b)
     return out
 
 
@@ -85,6 +95,7 @@ def train_static_model(
     params: TuneParams | None = None,
     terms: Sequence[str] = (),
     show_progress: bool = False,
+    corpus: Sequence[tuple[str, str]] | None = None,
 ) -> Path:
     """Train and save a StaticEmbedding model; ``texts`` supply the vocabulary (all KB texts)."""
     import torch
@@ -126,14 +137,26 @@ def train_static_model(
 
     random.seed(p.seed)
     torch.manual_seed(p.seed)
-    model = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=p.dim)], device="cpu")
+    static = StaticEmbedding(tokenizer, embedding_dim=p.dim)
+    if p.init_scale != 1.0:
+        with torch.no_grad():
+            static.embedding.weight.mul_(p.init_scale)
+    model = SentenceTransformer(modules=[static], device="cpu")
 
     def prep(t: str) -> str:
         return " ".join(analyzer.tokens(t))
 
-    data = [(prep(x.anchor), prep(x.positive)) for x in pairs]
-    random.Random(p.seed).shuffle(data)
-    dataset = Dataset.from_dict({"anchor": [a for a, _ in data], "positive": [b for _, b in data]})
+    columns: dict[str, list[str]] = {"anchor": [], "positive": []}
+    # Hard negatives need to know which snippet each text belongs to (``corpus``).
+    negatives = bm25_negatives(pairs, corpus, analyzer, p.seed) if p.hard_negatives and corpus else None
+    order = list(range(len(pairs)))
+    random.Random(p.seed).shuffle(order)
+    for i in order:
+        columns["anchor"].append(prep(pairs[i].anchor))
+        columns["positive"].append(prep(pairs[i].positive))
+        if negatives is not None:
+            columns.setdefault("negative", []).append(prep(negatives[i]))
+    dataset = Dataset.from_dict(columns)
     out_dir = Path(out_dir)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / ".trainer"),
@@ -173,3 +196,45 @@ def train_static_model(
 
     shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
     return out_dir
+
+
+def bm25_negatives(
+    pairs: Sequence[Pair], corpus: Sequence[tuple[str, str]], analyzer: Analyzer, seed: int
+) -> list[str]:
+    """For each pair, the text of another snippet that BM25 ranks highest for its anchor.
+
+    ``corpus`` is (snippet id, text) of every indexed question text. A pair whose anchor matches no
+    other snippet's text gets a random one, so that every row has a negative.
+    """
+    import bm25s
+    import numpy as np
+
+    rng = random.Random(seed)
+    if not corpus:
+        raise TuningError("没有可用的负例文本", "no texts to draw negatives from")
+    vocab: dict[str, int] = {}
+    docs = [[vocab.setdefault(tok, len(vocab)) for tok in analyzer.tokens(t)] for _, t in corpus]
+    bm = bm25s.BM25()
+    bm.index(bm25s.tokenization.Tokenized(ids=docs, vocab=vocab), show_progress=False)
+    owners = [sid for sid, _ in corpus]
+    out: list[str] = []
+    for pr in pairs:
+        known = [t for t in analyzer.tokens(pr.anchor) if t in vocab]
+        chosen = None
+        if known:
+            scores = np.asarray(bm.get_scores(known))
+            top = np.argpartition(-scores, min(20, len(scores) - 1))[:20]
+            for j in top[np.argsort(-scores[top])]:
+                if scores[j] <= 0:
+                    break
+                if owners[j] != pr.snippet_id and corpus[j][1] not in (pr.anchor, pr.positive):
+                    chosen = corpus[j][1]
+                    break
+        if chosen is None:
+            while True:
+                sid, text = corpus[rng.randrange(len(corpus))]
+                if sid != pr.snippet_id or len(corpus) < 2:
+                    chosen = text
+                    break
+        out.append(chosen)
+    return out

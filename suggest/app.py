@@ -33,6 +33,7 @@ from suggest.errors import (
     Unauthorized,
 )
 from suggest.knowledge_api import KnowledgeController
+from suggest.learning_api import LearningController
 from suggest.metrics import Metrics
 from suggest.norms_api import check_norms
 from suggest.ops import RequestMetrics, health, metrics
@@ -189,6 +190,7 @@ def create_app(
             health,
             metrics,
             KnowledgeController,
+            LearningController,
             SuggestionController,
             stream_suggestion,
             WorkflowController,

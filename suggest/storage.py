@@ -16,7 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from knowledge.candidates import record_candidate
 from knowledge.errors import NotFoundError, ValidationError
+from knowledge.gaps import record_gap_question
 from knowledge.store import WRITE_FLAG, migrate, writing
 from suggest import schema as t
 from suggest.errors import AlreadyDecided
@@ -94,6 +96,68 @@ def _add_message(
     conn.execute(
         t.messages.insert(),
         dict(conversation_id=conversation_id, role=role, text=text, at=at, suggestion_id=suggestion_id),
+    )
+
+
+# -- what the knowledge base learns from suggestions and decisions (knowledge/candidates, gaps) ------
+
+#: Intents whose low retrieval confidence is no knowledge gap (they are not questions about the KB).
+NOT_KB_QUESTIONS = ("chit_chat", "closing", "complaint", "suggestion", "restricted")
+
+
+def note_knowledge_gap(
+    conn: Connection,
+    suggestion_id: str,
+    conversation_id: str,
+    message: str,
+    intent: str,
+    escalate: bool,
+    response: dict[str, Any],
+    at: datetime,
+) -> None:
+    """An escalated question, or one whose best snippet had low confidence, is a knowledge gap."""
+    retrieval = response.get("retrieval") or {}
+    if escalate:
+        reason = "escalated"
+    elif retrieval.get("confidence") == "low" and intent not in NOT_KB_QUESTIONS:
+        reason = "low_confidence"
+    else:
+        return
+    top = (retrieval.get("hits") or [{}])[0]
+    record_gap_question(
+        conn,
+        text=message,
+        reason=reason,
+        conversation_id=conversation_id,
+        suggestion_id=suggestion_id,
+        at=at,
+        confidence_score=top.get("confidence_score"),
+        top_snippet_id=top.get("snippet_id"),
+    )
+
+
+def note_candidate_question(conn: Connection, suggestion_id: str, draft_id: str | None, at: datetime) -> None:
+    """An approved or edited answer draft that cited a snippet: the customer's message becomes a
+    candidate similar question of that snippet (the first cited one, which the answer is built on)."""
+    if draft_id is None:
+        return
+    row = conn.execute(
+        select(
+            t.suggestions.c.response, t.suggestions.c.customer_message, t.suggestions.c.conversation_id
+        ).where(t.suggestions.c.id == suggestion_id)
+    ).first()
+    if row is None:
+        return
+    draft = next((d for d in json.loads(row.response).get("drafts", []) if d.get("id") == draft_id), None)
+    if draft is None or draft.get("kind") != "answer" or not draft.get("citations"):
+        return
+    record_candidate(
+        conn,
+        snippet_id=draft["citations"][0]["snippet_id"],
+        text=row.customer_message,
+        suggestion_id=suggestion_id,
+        conversation_id=row.conversation_id,
+        at=at,
     )
 
 
@@ -217,6 +281,10 @@ class SuggestStore:
             )
             if also is not None:
                 also(conn)
+            if store_message:
+                note_knowledge_gap(
+                    conn, suggestion_id, conversation_id, customer_message, intent, escalate, response, at
+                )
 
     def suggestion(self, suggestion_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -278,6 +346,8 @@ class SuggestStore:
                 )
             if also is not None:
                 also(conn)
+            if action in ("approve", "edit"):
+                note_candidate_question(conn, suggestion_id, draft_id, at)
         return {"suggestion_id": suggestion_id, "action": action, "recorded_at": at.isoformat()}
 
     def last_customer_message(self, conversation_id: str) -> str:

@@ -1,0 +1,247 @@
+"""Knowledge gaps: questions the knowledge base could not answer, grouped by similarity.
+
+The suggestion service notes every escalated question, and every question whose best snippet had
+low retrieval confidence, with :func:`record_gap_question` (in the transaction that stores the
+suggestion). :func:`find_gaps` groups the unresolved ones of the last days, oldest first, by leader
+clustering: a question joins the most similar existing group if it is similar enough to the group's
+first question (its representative, so a gap keeps its id as questions arrive), else it starts a new
+group. Similarity is the cosine of TF-IDF vectors over the analyzer's tokens (characters, bigrams,
+words), averaged with the KB model's cosine when a KB model is active. Biggest gaps first.
+An editor turns a gap into a new snippet in one step (:func:`gap_to_snippet`); its questions are
+then resolved and the gap disappears.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, select
+
+from knowledge import schema as t
+from knowledge.embedding import Embedder
+from knowledge.errors import NotFoundError, ValidationError
+from knowledge.model import MAX_QUESTION_CHARS, MAX_SIMILAR, Snippet
+from knowledge.store import Store, writing
+from knowledge.text import Analyzer, normalize
+
+REASONS = ("escalated", "low_confidence")
+#: Similarity from which a question joins a group (chosen on bq-dev queries, docs/benchmarks.md).
+DEFAULT_THRESHOLD = 0.5
+MAX_EXAMPLES = 5
+#: The most recent open questions grouped (their similarity matrix is held in memory).
+MAX_QUESTIONS = 3000
+
+
+@dataclass(frozen=True)
+class GapQuestion:
+    id: int
+    text: str
+    reason: str
+    conversation_id: str | None
+    at: datetime
+
+
+@dataclass
+class Gap:
+    id: str
+    label: str
+    questions: list[GapQuestion] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.questions)
+
+    def example_texts(self, limit: int | None = None) -> list[str]:
+        """Distinct texts, the most frequent first (ties: earliest)."""
+        counts = Counter(normalize(q.text) for q in self.questions)
+        seen: dict[str, str] = {}
+        for q in self.questions:
+            seen.setdefault(normalize(q.text), q.text)
+        ordered = sorted(seen, key=lambda n: -counts[n])
+        return [seen[n] for n in ordered][:limit]
+
+    def to_dict(self) -> dict[str, Any]:
+        reasons = Counter(q.reason for q in self.questions)
+        recent = sorted(self.questions, key=lambda q: (q.at, q.id), reverse=True)
+        return {
+            "id": self.id,
+            "label": self.label,
+            "count": self.count,
+            "examples": [
+                {"text": q.text, "conversation_id": q.conversation_id, "at": q.at.isoformat()}
+                for q in recent[:MAX_EXAMPLES]
+            ],
+            "reasons": {r: reasons.get(r, 0) for r in REASONS},
+            "first_seen": min(q.at for q in self.questions).isoformat(),
+            "last_seen": max(q.at for q in self.questions).isoformat(),
+        }
+
+
+def record_gap_question(
+    conn: Connection,
+    *,
+    text: str,
+    reason: str,
+    conversation_id: str | None,
+    suggestion_id: str | None,
+    at: datetime,
+    confidence_score: float | None = None,
+    top_snippet_id: str | None = None,
+) -> None:
+    """Note a question the KB could not answer well, in the caller's transaction."""
+    if reason not in REASONS or not text.strip():
+        return
+    conn.execute(
+        t.gap_questions.insert().values(
+            text=text[:MAX_QUESTION_CHARS],
+            reason=reason,
+            conversation_id=conversation_id,
+            suggestion_id=suggestion_id,
+            at=at,
+            confidence_score=confidence_score,
+            top_snippet_id=top_snippet_id,
+        )
+    )
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+def open_questions(store: Store, *, days: float, now: datetime | None = None) -> list[GapQuestion]:
+    """Unresolved questions of the last ``days`` days, oldest first (at most MAX_QUESTIONS, newest kept)."""
+    since = (now or datetime.now(UTC)) - timedelta(days=days)
+    c = t.gap_questions.c
+    stmt = (
+        select(c.id, c.text, c.reason, c.conversation_id, c.at)
+        .where(c.at >= since, c.resolved_snippet_id.is_(None))
+        .order_by(c.at.desc(), c.id.desc())
+        .limit(MAX_QUESTIONS)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    out = [GapQuestion(int(r.id), r.text, r.reason, r.conversation_id, _aware(r.at)) for r in rows]
+    out.reverse()
+    return out
+
+
+def _tfidf_similarity(token_lists: list[list[str]]) -> np.ndarray:
+    """Cosine similarity of every pair of texts by TF-IDF over their tokens (dense n x n)."""
+    from scipy.sparse import csr_matrix
+
+    vocab: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for i, toks in enumerate(token_lists):
+        for tok, k in Counter(toks).items():
+            rows.append(i)
+            cols.append(vocab.setdefault(tok, len(vocab)))
+            vals.append(1 + math.log(k))
+    n = len(token_lists)
+    m = csr_matrix((vals, (rows, cols)), shape=(n, max(1, len(vocab))), dtype=np.float32)
+    df = np.bincount(cols, minlength=m.shape[1]) if cols else np.zeros(m.shape[1])
+    m = m.multiply(np.log((1 + n) / (1 + df)) + 1).tocsr()
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    m = csr_matrix(m.multiply(1 / np.where(norms > 0, norms, 1)[:, None]))
+    return np.asarray((m @ m.T).toarray(), dtype=np.float32)
+
+
+def cluster(
+    texts: list[str],
+    analyzer: Analyzer,
+    embedder: Embedder | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[list[int]]:
+    """Leader clustering of ``texts`` in their order: groups of indexes, each led by its first."""
+    if not texts:
+        return []
+    sim = _tfidf_similarity([analyzer.tokens(x) for x in texts])
+    if embedder is not None:
+        vecs = np.asarray(embedder.encode_documents(list(texts)), dtype=np.float32)
+        sim = (sim + vecs @ vecs.T) / 2
+    leaders = np.zeros(len(texts), dtype=np.int64)
+    n_leaders = 0
+    groups: list[list[int]] = []
+    for i in range(len(texts)):
+        if n_leaders:
+            sims = sim[i, leaders[:n_leaders]]
+            best = int(np.argmax(sims))
+            if sims[best] >= threshold:
+                groups[best].append(i)
+                continue
+        leaders[n_leaders] = i
+        n_leaders += 1
+        groups.append([i])
+    return groups
+
+
+def find_gaps(
+    store: Store,
+    analyzer: Analyzer,
+    embedder: Embedder | None = None,
+    *,
+    days: float = 30,
+    limit: int = 20,
+    now: datetime | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[Gap]:
+    """The open gaps of the last ``days`` days, biggest first (ties: most recent first)."""
+    if not 0 < days <= 3650:
+        raise ValidationError("days 必须在 1 到 3650 之间", "days must be between 1 and 3650")
+    if not 1 <= limit <= 500:
+        raise ValidationError("limit 必须在 1 到 500 之间", "limit must be between 1 and 500")
+    questions = open_questions(store, days=days, now=now)
+    groups = cluster([q.text for q in questions], analyzer, embedder, threshold=threshold)
+    gaps = [Gap(f"gap-{questions[g[0]].id}", questions[g[0]].text, [questions[i] for i in g]) for g in groups]
+    gaps.sort(key=lambda g: (-g.count, -max(q.at for q in g.questions).timestamp()))
+    return gaps[:limit]
+
+
+def kb_embedder(embedder: Embedder) -> Embedder | None:
+    """The embedder if it is a KB model (it knows the KB's Chinese); the bundled one does not help."""
+    return embedder if getattr(embedder, "kb_meta", None) else None
+
+
+def gap_to_snippet(
+    store: Store,
+    analyzer: Analyzer,
+    embedder: Embedder | None,
+    gap_id: str,
+    fields: dict[str, Any],
+    *,
+    actor: str,
+    days: float = 30,
+    now: datetime | None = None,
+) -> Snippet:
+    """Create a snippet answering gap ``gap_id`` (its similar questions default to the gap's
+    messages; its status to published, so it answers at once) and resolve the gap's questions."""
+    from knowledge.io import snippet_from_dict
+
+    gaps = find_gaps(store, analyzer, embedder, days=days, limit=500, now=now)
+    gap = next((g for g in gaps if g.id == gap_id), None)
+    if gap is None:
+        raise NotFoundError(
+            f"知识缺口 {gap_id} 不存在或已处理（请刷新缺口列表）",
+            f"gap {gap_id!r} does not exist or was handled already (reload the gaps)",
+        )
+    data = dict(fields)
+    if not isinstance(data.get("question"), str) or not data["question"].strip():
+        raise ValidationError("请给出问题 question", "give the question")
+    if data.get("similar_questions") is None:
+        q = normalize(data["question"])
+        data["similar_questions"] = [x for x in gap.example_texts(MAX_SIMILAR) if normalize(x) != q]
+    data.setdefault("status", "published")
+    snippet = snippet_from_dict(data, source="request", location="body", default_status="published")
+    created = store.add(snippet, actor=actor)
+    with writing(store.engine) as conn:
+        conn.execute(
+            t.gap_questions.update()
+            .where(t.gap_questions.c.id.in_([q.id for q in gap.questions]))
+            .values(resolved_snippet_id=created.id)
+        )
+    return created

@@ -1,0 +1,157 @@
+"""Knowledge gaps: escalated and low-confidence questions grouped, biggest first, turned into snippets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from knowledge.embedding import SentenceTransformerEmbedder
+from knowledge.errors import NotFoundError, ValidationError
+from knowledge.gaps import cluster, find_gaps, gap_to_snippet, record_gap_question
+from knowledge.model import Snippet
+from knowledge.service import KnowledgeBase
+from knowledge.settings import KnowledgeSettings
+from knowledge.store import Store, writing
+from knowledge.text import Analyzer
+from suggest.clock import FixedClock
+from suggest.settings import AppSettings, Settings
+from suggest.storage import SuggestStore
+from tests.helpers_server import WORKING_HOURS, serve
+
+NOW = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+PICKUP = ["可以去你们仓库自提吗", "仓库可以自提吗", "能去仓库自提吗？"]
+JOBS = ["你们还招聘客服吗", "你们还招聘客服吗？"]
+
+
+def _note(
+    store: Store, texts: list[str], reason: str = "escalated", *, ago: timedelta = timedelta(hours=1)
+) -> None:
+    with writing(store.engine) as conn:
+        for i, text in enumerate(texts):
+            record_gap_question(
+                conn,
+                text=text,
+                reason=reason,
+                conversation_id=f"c-{text}",
+                suggestion_id=None,
+                at=NOW - ago + timedelta(seconds=i),
+            )
+
+
+def test_cluster_groups_paraphrases_led_by_their_first_question() -> None:
+    groups = cluster([PICKUP[0], JOBS[0], PICKUP[1], "今天天气怎么样", JOBS[1], PICKUP[2]], Analyzer("wcb"))
+    assert groups == [[0, 2, 5], [1, 4], [3]]
+
+
+def test_gaps_biggest_first_with_counts_reasons_and_window(store: Store) -> None:
+    analyzer = Analyzer("wcb")
+    _note(store, PICKUP[:2])
+    _note(store, PICKUP[2:], "low_confidence", ago=timedelta(minutes=30))
+    _note(store, JOBS)
+    _note(store, ["好久以前的问题"], ago=timedelta(days=40))
+    gaps = find_gaps(store, analyzer, days=30, now=NOW)
+    assert [g.count for g in gaps] == [3, 2]
+    top = gaps[0].to_dict()
+    assert top["label"] == PICKUP[0] and top["id"].startswith("gap-")
+    assert top["reasons"] == {"escalated": 2, "low_confidence": 1}
+    assert [e["text"] for e in top["examples"]] == PICKUP[::-1]  # the most recent first
+    assert top["first_seen"] < top["last_seen"]
+    assert {e["conversation_id"] for e in top["examples"]} == {f"c-{t}" for t in PICKUP}
+    assert len(find_gaps(store, analyzer, days=60, now=NOW)) == 3
+    assert len(find_gaps(store, analyzer, days=30, limit=1, now=NOW)) == 1
+    # A new question does not change a gap's id (its first question leads it).
+    _note(store, ["仓库自提行不行"])
+    assert find_gaps(store, analyzer, days=30, now=NOW)[0].id == top["id"]
+    with pytest.raises(ValidationError):
+        find_gaps(store, analyzer, days=0, now=NOW)
+
+
+def test_gap_to_snippet_resolves_the_gap(store: Store) -> None:
+    analyzer = Analyzer("wcb")
+    _note(store, PICKUP + JOBS)
+    gap = find_gaps(store, analyzer, now=NOW)[0]
+    fields = {
+        "id": "faq-pickup",
+        "question": "可以到仓库自提吗？",
+        "answer": "暂不支持仓库自提，所有订单均由快递配送。",
+    }
+    s = gap_to_snippet(store, analyzer, None, gap.id, fields, actor="editor", now=NOW)
+    assert s.status == "published" and set(s.similar_questions) == set(PICKUP)
+    assert [g.count for g in find_gaps(store, analyzer, now=NOW)] == [2]
+    with pytest.raises(NotFoundError):
+        gap_to_snippet(
+            store, analyzer, None, gap.id, {**fields, "id": "faq-pickup-2"}, actor="editor", now=NOW
+        )
+    assert store.find("faq-pickup-2") is None
+
+
+class Api:
+    def __init__(self, base: str, keys: dict[str, str]) -> None:
+        self.base, self.keys = base, keys
+
+    def __call__(self, method: str, path: str, role: str = "editor", **kw: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.base}{path}",
+            headers={"Authorization": f"Bearer {self.keys[role]}"},
+            timeout=60,
+            **kw,
+        )
+
+
+@pytest.fixture
+def api(tmp_path: Path, demo_snippets: list[Snippet], demo_model_dir: Path) -> Iterator[Api]:
+    ks = KnowledgeSettings(
+        database_url=f"sqlite:///{tmp_path / 'kb.db'}", index_dir=tmp_path / "index", auto_tune_after=0
+    )
+    store = Store(ks.database_url)
+    store.import_snippets(demo_snippets, actor="t")
+    keys_store = SuggestStore(store.engine)
+    keys = {role: keys_store.create_key(role, f"test {role}")[0] for role in ("agent", "editor", "evaluator")}
+    kb = KnowledgeBase(ks, store=store, embedder=SentenceTransformerEmbedder(str(demo_model_dir)))
+    with serve(
+        Settings(knowledge=ks, app=AppSettings(key_cache_s=0)), kb, clock=FixedClock(WORKING_HOURS)
+    ) as running:
+        yield Api(running.base, keys)
+    kb.close()
+
+
+def test_escalated_questions_become_a_gap_and_one_step_makes_a_snippet(api: Api) -> None:
+    for i, text in enumerate(PICKUP):
+        r = api(
+            "POST", "/v1/suggestions", "agent", json={"conversation_id": f"gap-{i}", "customer_message": text}
+        )
+        assert r.status_code == 201 and r.json()["escalate"] is True, r.json()
+    api("POST", "/v1/suggestions", "agent", json={"conversation_id": "gap-x", "customer_message": "您好"})
+    assert api("GET", "/v1/knowledge/gaps", "agent").status_code == 403
+    r = api("GET", "/v1/knowledge/gaps?limit=5&days=30", "evaluator")
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert items[0]["count"] == 3 and items[0]["label"] == PICKUP[0]
+    assert items[0]["reasons"]["escalated"] == 3
+    assert all("您好" not in g["label"] for g in items)  # a greeting is no knowledge gap
+    gap_id = items[0]["id"]
+
+    body = {
+        "id": "faq-pickup",
+        "question": "可以到仓库自提吗？",
+        "answer": "暂不支持仓库自提，所有订单均由快递配送，感谢您的理解。",
+    }
+    assert api("POST", f"/v1/knowledge/gaps/{gap_id}/snippet", "agent", json=body).status_code == 403
+    bad = api("POST", f"/v1/knowledge/gaps/{gap_id}/snippet", json={**body, "question": ""})
+    assert bad.status_code == 422 and bad.json()["error"]["message_en"]
+    assert api("POST", "/v1/knowledge/gaps/gap-999999/snippet", json=body).status_code == 404
+    r = api("POST", f"/v1/knowledge/gaps/{gap_id}/snippet", json=body)
+    assert r.status_code == 201, r.text
+    assert r.headers["etag"] == '"v1"' and set(r.json()["similar_questions"]) == set(PICKUP)
+    assert all(g["id"] != gap_id for g in api("GET", "/v1/knowledge/gaps", "evaluator").json()["items"])
+    answered = api(
+        "POST", "/v1/suggestions", "agent", json={"conversation_id": "gap-9", "customer_message": PICKUP[1]}
+    ).json()
+    assert answered["escalate"] is False
+    assert answered["drafts"][0]["citations"][0]["snippet_id"] == "faq-pickup"
