@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.index import KnowledgeIndex, RowLayout
+from knowledge.index import IndexedText, KnowledgeIndex, RowLayout
 from knowledge.model import Snippet, SnippetFilter
 from knowledge.store import Store
 from knowledge.text import normalize
@@ -149,6 +149,7 @@ class HybridRetriever:
         self.config = config or RetrievalConfig()
         self.store = store
         self._last: tuple[tuple[str, int, int], _Scored] | None = None
+        self._profiles: tuple[dict[str, float], dict[int, _TextWeights]] = ({}, {})
 
     def label(self, confidence_score: float) -> str:
         if confidence_score >= self.config.high:
@@ -286,6 +287,20 @@ class HybridRetriever:
         self._last = (key, sc)
         return sc
 
+    def _profile(self, text: IndexedText) -> _TextWeights:
+        """A text's token set and IDF total, kept until the lexical index (its IDF) is rebuilt: the
+        confidence of a hit then costs as much as the query's tokens, not the (long) answer's."""
+        idf = self.index.lexical.idf
+        if self._profiles[0] is not idf or len(self._profiles[1]) > 50_000:
+            self._profiles = (idf, {})
+        cache = self._profiles[1]
+        p = cache.get(text.id)
+        if p is None or p.tokens is not text.tokens:
+            ts = frozenset(text.tokens)
+            p = _TextWeights(text.tokens, ts, sum(idf.get(x, 0.0) for x in ts))
+            cache[text.id] = p
+        return p
+
     def _hit(
         self,
         sid: str,
@@ -299,14 +314,15 @@ class HybridRetriever:
         lex_text = idx.texts[lex[1]] if lex else None
         dense_text = idx.texts[dense[1]] if dense else None
         idf = idx.lexical.idf
-        lm_lex = _dice(qtokens, lex_text.tokens, idf) if lex_text and lex_text.field != "answer" else 0.0
-        lm_dense = _dice(qtokens, dense_text.tokens, idf) if dense_text else 0.0
+        q = _QueryWeights(qtokens, idf)
+        lm_lex = q.dice(self._profile(lex_text)) if lex_text and lex_text.field != "answer" else 0.0
+        lm_dense = q.dice(self._profile(dense_text)) if dense_text else 0.0
         # An answer that contains the query's words supports the snippet, but never makes it "high"
         # on its own (answers are long; a question that was anticipated is stronger evidence).
         answer = next(
             (idx.texts[i] for i in idx.by_snippet.get(sid, ()) if idx.texts[i].field == "answer"), None
         )
-        lm_answer = self.config.answer_confidence * _coverage(qtokens, answer.tokens, idf) if answer else 0.0
+        lm_answer = self.config.answer_confidence * q.coverage(self._profile(answer)) if answer else 0.0
         dense_score = dense[0] if dense else None
         # The text shown as "matched" is the one that contributed most to the fused score.
         use_dense = dense_text is not None and (
@@ -341,22 +357,34 @@ def _second_best(owner: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _coverage(q: list[str], t: tuple[str, ...], idf: dict[str, float]) -> float:
-    """IDF-weighted share of the query's tokens that the text contains (0..1)."""
-    qs, ts = set(q), set(t)
-    total = sum(idf.get(x, 0.0) for x in qs)
-    return sum(idf.get(x, 0.0) for x in qs & ts) / total if total > 0 else 0.0
+@dataclass(frozen=True)
+class _TextWeights:
+    tokens: tuple[str, ...]
+    token_set: frozenset[str]
+    total: float  # IDF summed over the distinct tokens
 
 
-def _dice(q: list[str], t: tuple[str, ...], idf: dict[str, float]) -> float:
-    """IDF-weighted overlap of the query's and a text's tokens (0..1): how much of each the other covers."""
-    qs, ts = set(q), set(t)
-    if not qs or not ts:
-        return 0.0
-    w = idf.get
-    inter = sum(w(x, 0.0) for x in qs & ts)
-    total = sum(w(x, 0.0) for x in qs) + sum(w(x, 0.0) for x in ts)
-    return 0.0 if total <= 0 or math.isnan(total) else 2 * inter / total
+class _QueryWeights:
+    """IDF-weighted overlap of a query's tokens with a text's: ``dice`` (how much of each the other
+    covers, 0..1) and ``coverage`` (the share of the query the text contains)."""
+
+    def __init__(self, q: list[str], idf: dict[str, float]) -> None:
+        self.qs = set(q)
+        self.w = {x: idf.get(x, 0.0) for x in self.qs}
+        self.total = sum(self.w.values())
+
+    def _inter(self, t: _TextWeights) -> float:
+        ts = t.token_set
+        return sum(v for x, v in self.w.items() if x in ts)
+
+    def dice(self, t: _TextWeights) -> float:
+        if not self.qs or not t.token_set:
+            return 0.0
+        total = self.total + t.total
+        return 0.0 if total <= 0 or math.isnan(total) else 2 * self._inter(t) / total
+
+    def coverage(self, t: _TextWeights) -> float:
+        return self._inter(t) / self.total if self.total > 0 else 0.0
 
 
 def _prefilter(lay: RowLayout, flt: SnippetFilter) -> np.ndarray | None:
