@@ -222,6 +222,19 @@ def case_from(obj: Any, name: str, line: int, problems: list[Problem]) -> DraftC
     )
 
 
+def read_dataset_text(path: str | Path) -> str:
+    """A dataset file's text (a BOM is dropped); a missing or unreadable file is a ``DatasetProblems``."""
+    name = Path(path).name
+    try:
+        return Path(path).read_text("utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetProblems(
+            [Problem(name, "file", None, f"文件不存在：{path}", f"file not found: {path}")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetProblems([Problem(name, "file", None, f"无法读取：{e}", f"cannot read: {e}")]) from None
+
+
 def read_dataset(path: Path, *, limit: int | None = None) -> tuple[list[DraftCase], str]:
     """Cases (or conversations, one case per customer turn); any bad line rejects the whole file.
 
@@ -230,14 +243,7 @@ def read_dataset(path: Path, *, limit: int | None = None) -> tuple[list[DraftCas
     from eval.transcripts import cases_from_conversations, conversation_from
 
     name = Path(path).name
-    try:
-        text = Path(path).read_text("utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetProblems(
-            [Problem(name, "file", None, f"文件不存在：{path}", f"file not found: {path}")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetProblems([Problem(name, "file", None, f"无法读取：{e}", f"cannot read: {e}")]) from None
+    text = read_dataset_text(path)
     problems: list[Problem] = []
     cases: list[DraftCase] = []
     conversations = []

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eval.drafts import DatasetProblems, DraftCase, HistoryTurn
+from eval.drafts import DatasetProblems, DraftCase, HistoryTurn, read_dataset_text
 from eval.metrics import (
     FunctionMetric,
     Metric,
@@ -134,14 +134,7 @@ def conversation_from(obj: Any, name: str, line: int, problems: list[Problem]) -
 def read_conversations(path: str | Path) -> list[Conversation]:
     """Every conversation of a JSONL file; any bad line rejects the file (``DatasetProblems``)."""
     name = Path(path).name
-    try:
-        text = Path(path).read_text("utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetProblems(
-            [Problem(name, "file", None, f"文件不存在：{path}", f"file not found: {path}")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetProblems([Problem(name, "file", None, f"无法读取：{e}", f"cannot read: {e}")]) from None
+    text = read_dataset_text(path)
     problems: list[Problem] = []
     out = []
     for n, raw in enumerate(text.split("\n"), start=1):
