@@ -189,6 +189,7 @@ class HybridRetriever:
             sc = self._scored(query)
             hits: list[Hit] = []
             eligible = sc.found if allowed is None else sc.found & allowed
+            qw = _QueryWeights(sc.qtokens, idx.lexical.idf)
             for o in _best_first(sc.fused, eligible, k):
                 # The filter is applied lazily, best first, until k pass.
                 sid = idx.snippet_order[o]
@@ -197,7 +198,7 @@ class HybridRetriever:
                 row = sc.lex_row(o)
                 lex_hit = (float(sc.lex[o]), int(idx.lexical.row_ids[row])) if row >= 0 else None
                 dense_hit = (float(sc.dense[o]), int(sc.dense_tid[o])) if sc.dense[o] > -1.0 else None
-                hits.append(self._hit(sid, float(sc.fused[o]), lex_hit, dense_hit, sc.dw, sc.qtokens))
+                hits.append(self._hit(sid, float(sc.fused[o]), lex_hit, dense_hit, sc.dw, qw))
                 if len(hits) >= k:
                     break
             revision = idx.kb_revision
@@ -308,13 +309,11 @@ class HybridRetriever:
         lex: tuple[float, int] | None,
         dense: tuple[float, int] | None,
         dw: float,
-        qtokens: list[str],
+        q: _QueryWeights,
     ) -> Hit:
         idx = self.index
         lex_text = idx.texts[lex[1]] if lex else None
         dense_text = idx.texts[dense[1]] if dense else None
-        idf = idx.lexical.idf
-        q = _QueryWeights(qtokens, idf)
         lm_lex = q.dice(self._profile(lex_text)) if lex_text and lex_text.field != "answer" else 0.0
         lm_dense = q.dice(self._profile(dense_text)) if dense_text else 0.0
         # An answer that contains the query's words supports the snippet, but never makes it "high"

@@ -18,7 +18,7 @@ from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.index import KnowledgeIndex, current_revision
 from knowledge.io import read_snippets
 from knowledge.model import Snippet, SnippetFilter
-from knowledge.retriever import Hit, HybridRetriever, RetrievalConfig
+from knowledge.retriever import Hit, HybridRetriever, RetrievalConfig, _QueryWeights
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
@@ -85,7 +85,9 @@ def reference_search(r: HybridRetriever, query: str, k: int, flt: SnippetFilter)
             continue
         lex_hit = (float(lex[o]), int(idx.lexical.row_ids[lex_row[o]])) if lex_row[o] >= 0 else None
         dense_hit = (float(dense[o]), int(dense_tid[o])) if dense[o] > -1.0 else None
-        hits.append(r._hit(sid, float(fused[o]), lex_hit, dense_hit, dw, qtokens))
+        hits.append(
+            r._hit(sid, float(fused[o]), lex_hit, dense_hit, dw, _QueryWeights(qtokens, idx.lexical.idf))
+        )
         if len(hits) >= k:
             break
     return hits
