@@ -29,6 +29,7 @@ from typing import Any
 import bm25s
 import faiss
 import numpy as np
+import scipy.sparse
 from sqlalchemy import select
 
 from knowledge.embedding import Embedder
@@ -177,7 +178,18 @@ class DenseIndex:
 
 
 class LexicalIndex:
-    """BM25 over analyzer tokens (bm25s); rebuilt from token lists when texts change."""
+    """BM25 over analyzer tokens (bm25s); rebuilt from token lists when texts change.
+
+    bm25s keeps every text's precomputed score per token, token by token (a token's postings: the
+    rows that contain it and their scores). Summing whole postings costs as many additions as the
+    query's tokens have postings: at 100,000 snippets a question's common characters (我, 的, 吗)
+    touch over a million, and every row with one of them then has a score to aggregate. So
+    :meth:`search` reads postings up to a budget: when the query's postings fit it (every small KB)
+    it scores every matching row exactly as bm25s does; past it, it takes the rows that contain the
+    query's rarer tokens (from the rarest up, as many tokens as fit the budget) and scores just
+    those rows, exactly, with all the query's tokens, from a row-by-row copy of the same scores.
+    Rows that share only common tokens with the query are then left out (docs/benchmarks.md).
+    """
 
     def __init__(self, k1: float = 1.2, b: float = 0.75, answer_weight: float = 0.5) -> None:
         self.k1, self.b = k1, b
@@ -188,6 +200,10 @@ class LexicalIndex:
         self.row_ids = np.zeros(0, dtype=np.int64)
         self.idf: dict[str, float] = {}
         self._weighted_from: int | None = None
+        self._data = np.zeros(0, dtype=np.float32)  # the postings' scores, token by token
+        self._rows = np.zeros(0, dtype=np.int32)  # the postings' rows, sorted within a token
+        self._indptr = np.zeros(1, dtype=np.int64)  # token t's postings: _indptr[t]:_indptr[t + 1]
+        self._by_row: Any = None  # the same scores row by row (scipy CSR), for scoring chosen rows
 
     def build(self, texts: list[IndexedText]) -> None:
         vocab: dict[str, int] = {}
@@ -205,10 +221,18 @@ class LexicalIndex:
         if not texts or not vocab:
             self.bm25 = None
             self.idf = {}
+            self._data, self._rows = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32)
+            self._indptr = np.zeros(1, dtype=np.int64)
+            self._by_row = None
             return
         bm = bm25s.BM25(k1=self.k1, b=self.b)
         bm.index(bm25s.tokenization.Tokenized(ids=docs, vocab=vocab), show_progress=False)
         self.bm25 = bm
+        self._data = np.asarray(bm.scores["data"], dtype=np.float32)
+        self._rows = np.asarray(bm.scores["indices"], dtype=np.int32)
+        self._indptr = np.asarray(bm.scores["indptr"], dtype=np.int64)
+        shape = (len(texts), self._indptr.size - 1)
+        self._by_row = scipy.sparse.csc_matrix((self._data, self._rows, self._indptr), shape=shape).tocsr()
         n = len(texts)
         df: dict[str, int] = {}
         for t in texts:
@@ -216,17 +240,55 @@ class LexicalIndex:
                 df[tok] = df.get(tok, 0) + 1
         self.idf = {tok: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for tok, c in df.items()}
 
+    def token_ids(self, tokens: list[str]) -> np.ndarray:
+        """The query's known tokens as ids, in order, repeats kept (a repeated token counts twice)."""
+        vocab = self.vocab
+        return np.array([vocab[t] for t in tokens if t in vocab], dtype=np.int64)
+
     def scores(self, tokens: list[str]) -> np.ndarray:
         """BM25 score of every indexed text, aligned with ``row_ids``."""
         known = [t for t in tokens if t in self.vocab]
         if self.bm25 is None or not known:
             return np.zeros(len(self.row_ids), dtype=np.float32)
-        scores = np.asarray(self.bm25.get_scores(known), dtype=np.float32)
+        return self._weighted(np.asarray(self.bm25.get_scores(known), dtype=np.float32))
+
+    def _weighted(self, scores: np.ndarray) -> np.ndarray:
         if self._weighted_from is None:
             return scores * self.row_weights
         tail = self._weighted_from
         scores[tail:] *= self.row_weights[tail:]
         return scores
+
+    def search(self, tokens: list[str], budget: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The rows that match ``tokens`` (sorted), their BM25 scores (float32, answers weighted),
+        and whether every matching row is there (the query's postings fit ``budget``)."""
+        ids = self.token_ids(tokens)
+        if self.bm25 is None or ids.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), True
+        uniq = np.unique(ids)
+        starts, ends = self._indptr[uniq], self._indptr[uniq + 1]
+        sizes = ends - starts
+        if int(sizes.sum()) <= budget:
+            scores = self.scores(tokens)
+            rows = np.flatnonzero(scores > 0)
+            return rows, scores[rows], True
+        order = np.argsort(sizes, kind="stable")
+        fits = int(np.count_nonzero(np.cumsum(sizes[order]) <= budget))
+        if fits == 0:  # not even the rarest token fits: its best-scoring rows
+            a, b = int(starts[order[0]]), int(ends[order[0]])
+            best = np.argpartition(-self._data[a:b], budget - 1)[:budget]
+            rows = np.sort(self._rows[a:b][best]).astype(np.int64)
+        else:
+            parts = [self._rows[int(starts[i]) : int(ends[i])] for i in order[:fits]]
+            rows = np.unique(np.concatenate(parts)).astype(np.int64)
+        query = np.zeros(self._indptr.size - 1, dtype=np.float32)
+        np.add.at(query, ids, 1.0)  # a token the query repeats counts as often
+        scores = np.asarray(self._by_row[rows] @ query, dtype=np.float32)
+        if self._weighted_from is None:
+            return rows, scores * self.row_weights[rows], False
+        heavy = rows >= self._weighted_from
+        scores[heavy] *= self.row_weights[rows[heavy]]
+        return rows, scores, False
 
 
 @dataclass(frozen=True)

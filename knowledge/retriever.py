@@ -39,6 +39,10 @@ class RetrievalConfig:
     answer_weight: float = 0.5  # weight of an answer's BM25 score, added to its best question's
     answer_confidence: float = 0.65  # the most confidence an answer's words alone can give
     dense_pool: int = 200  # texts taken from FAISS per query before fusion
+    #: Postings the lexical search reads to find the texts it scores (``index.LexicalIndex``): a
+    #: query whose tokens have fewer (every query of a small KB) is scored exactly on every text;
+    #: past it, only the texts with the query's rarer tokens are scored (docs/benchmarks.md).
+    lexical_budget: int = 20_000
     #: Weight of a snippet's second-best text in the dense score (0: best text only). More than one
     #: matching paraphrase is more evidence; ``kefu kb tune`` fits it on held-out pairs.
     second_weight: float = 0.0
@@ -55,6 +59,8 @@ class RetrievalConfig:
             raise ValueError("dense_weight must be between 0 and 1")
         if not 0 <= self.medium <= self.high <= 1:
             raise ValueError("confidence thresholds must satisfy 0 <= medium <= high <= 1")
+        if self.lexical_budget < 1:
+            raise ValueError("lexical_budget must be at least 1")
 
 
 @dataclass
@@ -116,29 +122,21 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class _Scored:
-    """One query scored against every snippet of one generation of the index (arrays by ordinal)."""
+    """One query scored against one generation of the index: the snippets it found (lexically or
+    in the dense pool), as arrays aligned with ``cand``, their ordinals in ascending order."""
 
     qtokens: list[str]
-    scores: np.ndarray  # BM25 of every row (float32)
-    layout: RowLayout
-    lex_best: np.ndarray
-    answer: np.ndarray
-    lex: np.ndarray
+    cand: np.ndarray  # int64 snippet ordinals, sorted
+    lex: np.ndarray  # BM25 of the best question text plus the answer's (float64)
+    lex_row: (
+        np.ndarray
+    )  # the row that matched: the best question (the first of equals), else the answer, else -1
     coverage: float
     dw: float
-    dense: np.ndarray
+    dense: np.ndarray  # best dense score in the pool, -1.0 where none
     dense_tid: np.ndarray
-    found: np.ndarray  # bool: matched lexically or in the dense pool
     fused: np.ndarray
-    candidates: int
-
-    def lex_row(self, o: int) -> int:
-        """The row that matched: the snippet's best question (the first of equals), else its answer."""
-        lay = self.layout
-        if self.lex_best[o] > 0:
-            start = int(lay.q_start[o])
-            return start + int(np.argmax(self.scores[start : int(lay.q_start[o + 1])]))
-        return int(lay.answer_row[o]) if self.answer[o] > 0 else -1
+    complete: bool  # the lexical stage read every posting of the query (exact BM25 everywhere)
 
 
 class HybridRetriever:
@@ -175,8 +173,7 @@ class HybridRetriever:
         idx = self.index
         with idx.lock:
             lay = idx.layout
-            allowed = _prefilter(lay, flt)
-            if allowed is not None and not allowed.any():  # e.g. promotions asked for, and the KB has none
+            if _excludes_all(lay, flt):  # e.g. promotions asked for, and the KB has none
                 coverage = idx.embedder.coverage(query)
                 return SearchResult(
                     query=query,
@@ -188,17 +185,18 @@ class HybridRetriever:
                 )
             sc = self._scored(query)
             hits: list[Hit] = []
-            eligible = sc.found if allowed is None else sc.found & allowed
+            allowed = _prefilter(lay, flt, sc.cand)
             qw = _QueryWeights(sc.qtokens, idx.lexical.idf)
-            for o in _best_first(sc.fused, eligible, k):
+            for i in _best_first(sc.fused, allowed, k):
                 # The filter is applied lazily, best first, until k pass.
+                o = int(sc.cand[i])
                 sid = idx.snippet_order[o]
                 if not flt.accepts(idx.snippets[sid]):
                     continue
-                row = sc.lex_row(o)
-                lex_hit = (float(sc.lex[o]), int(idx.lexical.row_ids[row])) if row >= 0 else None
-                dense_hit = (float(sc.dense[o]), int(sc.dense_tid[o])) if sc.dense[o] > -1.0 else None
-                hits.append(self._hit(sid, float(sc.fused[o]), lex_hit, dense_hit, sc.dw, qw))
+                row = int(sc.lex_row[i])
+                lex_hit = (float(sc.lex[i]), int(idx.lexical.row_ids[row])) if row >= 0 else None
+                dense_hit = (float(sc.dense[i]), int(sc.dense_tid[i])) if sc.dense[i] > -1.0 else None
+                hits.append(self._hit(sid, float(sc.fused[i]), lex_hit, dense_hit, sc.dw, qw))
                 if len(hits) >= k:
                     break
             revision = idx.kb_revision
@@ -208,11 +206,12 @@ class HybridRetriever:
             dense_weight=sc.dw,
             latency_ms=(time.perf_counter() - t0) * 1000,
             kb_revision=revision,
-            stats={"coverage": sc.coverage, "candidates": sc.candidates},
+            stats={"coverage": sc.coverage, "candidates": int(sc.cand.size), "exact_bm25": sc.complete},
         )
 
     def _scored(self, query: str) -> _Scored:
-        """Every snippet's lexical, dense and fused score for ``query`` (the caller holds the index lock).
+        """The lexical, dense and fused scores of the snippets ``query`` finds (the caller holds the
+        index lock); nothing is computed per snippet of the whole KB.
 
         The last query's scores are kept until the index changes: a caller that searches the same text
         again with another filter (the suggestion pipeline looks for promotions after its main search)
@@ -225,25 +224,24 @@ class HybridRetriever:
         cfg = self.config
         lay = idx.layout
         qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
-        n = len(idx.snippet_order)
-        # Lexical: each snippet's best question text, plus what its answer adds. The rows are laid out
-        # by snippet (index.RowLayout): one maximum.at and one gather, no sorting of rows.
-        scores = idx.lexical.scores(qtokens)
-        nq = lay.n_questions
-        best_q = np.zeros(n, dtype=np.float32)
-        np.maximum.at(best_q, lay.q_owner, scores[:nq])  # faster than reduceat over many short runs
-        lex_best = best_q.astype(np.float64)
-        answer = np.zeros(n, dtype=np.float64)
-        if lay.answer_owner.size:
-            answer[lay.answer_owner] = scores[nq:]
-        lex = lex_best + answer
+
+        # Lexical: the rows that match (index.LexicalIndex.search: every one, or on a large KB those
+        # with the query's rarer tokens), each snippet's best question and its answer.
+        rows, scores, complete = idx.lexical.search(qtokens, cfg.lexical_budget)
+        is_q = rows < lay.n_questions
+        q_rows, q_scores = rows[is_q], scores[is_q]
+        q_owner = lay.q_owner[q_rows]  # non-decreasing: a snippet's questions are one run of rows
+        q_best_owner, q_best, q_best_row = _group_best(q_owner, q_scores, q_rows)
+        a_rows, a_scores = rows[~is_q], scores[~is_q]
+        a_owner = lay.answer_owner[a_rows - lay.n_questions]
 
         # Dense: counts only as much as the model knows the query's tokens.
         coverage = idx.embedder.coverage(query)
         dw = self._dense_weight(coverage)
-        dense = np.full(n, -1.0, dtype=np.float64)
-        dense_tid = np.zeros(n, dtype=np.int64)
-        dense_rank = dense  # what the fusion ranks by (dense, plus second-text evidence if configured)
+        d_owner = np.zeros(0, dtype=np.int64)
+        d_score = np.zeros(0, dtype=np.float64)
+        d_tid = np.zeros(0, dtype=np.int64)
+        second: tuple[np.ndarray, np.ndarray] | None = None
         if dw > 0 and idx.dense.ntotal and lay.dense_ids.size:
             ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
             pos = np.minimum(np.searchsorted(lay.dense_ids, di), lay.dense_ids.size - 1)
@@ -254,36 +252,54 @@ class HybridRetriever:
             _, first = np.unique(owner[order], return_index=True)
             best = order[first]
             best = best[ds[best] > -1.0]
-            dense[owner[best]] = ds[best]
-            dense_tid[owner[best]] = di[best]
+            d_owner, d_score, d_tid = owner[best], ds[best], di[best]
             if cfg.second_weight > 0:
-                dense_rank = dense + cfg.second_weight * _second_best(owner[order], ds[order], n)
-        found = (lex > 0) | (dense > -1.0)
+                second = _second_best(owner[order], ds[order])
+
+        cand = np.union1d(np.union1d(q_best_owner, a_owner), d_owner).astype(np.int64)
+        m = cand.size
+        lex_best = np.zeros(m, dtype=np.float64)
+        lex_best[np.searchsorted(cand, q_best_owner)] = q_best
+        answer = np.zeros(m, dtype=np.float64)
+        a_at = np.searchsorted(cand, a_owner)
+        answer[a_at] = a_scores
+        lex = lex_best + answer
+        lex_row = np.full(m, -1, dtype=np.int64)
+        lex_row[a_at] = a_rows
+        lex_row[np.searchsorted(cand, q_best_owner)] = q_best_row
+        dense = np.full(m, -1.0, dtype=np.float64)
+        dense_tid = np.zeros(m, dtype=np.int64)
+        d_at = np.searchsorted(cand, d_owner)
+        dense[d_at], dense_tid[d_at] = d_score, d_tid
+        dense_rank = dense  # what the fusion ranks by (dense, plus second-text evidence if configured)
+        if second is not None:
+            s_owner, s_score = second
+            s_at = np.minimum(np.searchsorted(cand, s_owner), max(m - 1, 0))
+            ok = cand[s_at] == s_owner if m else np.zeros(0, dtype=bool)
+            extra = np.zeros(m, dtype=np.float64)
+            extra[s_at[ok]] = s_score[ok]
+            dense_rank = dense + cfg.second_weight * extra
         if cfg.fusion == "weighted":
-            max_lex = float(lex.max()) if n else 0.0
+            max_lex = float(lex.max()) if m else 0.0
             lex_norm = lex / max_lex if max_lex > 0 else lex
             fused = (1 - dw) * lex_norm + dw * np.clip(dense_rank, 0.0, None)
         else:
-            found_ids = np.flatnonzero(found)
-            fused = np.zeros(n, dtype=np.float64)
+            fused = np.zeros(m, dtype=np.float64)
             for part, weight in ((lex, 1 - dw), (dense_rank, dw)):
-                has = found_ids[part[found_ids] > (0 if part is lex else -1.0)]
+                has = np.flatnonzero(part > (0 if part is lex else -1.0))
                 ranked = has[np.argsort(-part[has], kind="stable")]
                 fused[ranked] += weight / (cfg.rrf_k + np.arange(1, ranked.size + 1))
         sc = _Scored(
             qtokens=qtokens,
-            scores=scores,
-            layout=lay,
-            lex_best=lex_best,
-            answer=answer,
+            cand=cand,
             lex=lex,
+            lex_row=lex_row,
             coverage=coverage,
             dw=dw,
             dense=dense,
             dense_tid=dense_tid,
-            found=found,
             fused=fused,
-            candidates=int(np.count_nonzero(found)),
+            complete=complete,
         )
         self._last = (key, sc)
         return sc
@@ -344,16 +360,30 @@ class HybridRetriever:
         )
 
 
-def _second_best(owner: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
-    """Each snippet's second-best dense score in the pool (0 if it has none); ``owner``/``score`` are
-    sorted by descending score. Several matching paraphrases are more evidence than one."""
+def _group_best(
+    owner: np.ndarray, score: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run of equal ``owner`` (non-decreasing): the owner, its best score (float64) and the row of
+    the first best score, as ``np.argmax`` over the snippet's rows would pick it."""
+    if not owner.size:
+        return owner.astype(np.int64), np.zeros(0, dtype=np.float64), rows.astype(np.int64)
+    head = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    best = np.maximum.reduceat(score, head)
+    at_best = np.flatnonzero(score == np.repeat(best, np.diff(np.r_[head, score.size])))
+    first = at_best[np.r_[True, owner[at_best][1:] != owner[at_best][:-1]]]
+    return owner[head].astype(np.int64), best.astype(np.float64), rows[first].astype(np.int64)
+
+
+def _second_best(owner: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The snippets with a second text in the dense pool and its score (clipped at 0); ``owner`` and
+    ``score`` are sorted by descending score. Several matching paraphrases are more evidence than one."""
     g = np.argsort(owner, kind="stable")  # grouped by snippet, still best first within a group
     og, sg = owner[g], score[g]
-    head = np.r_[True, og[1:] != og[:-1]] if og.size else np.zeros(0, dtype=bool)
-    sec = np.r_[False, head[:-1]] & ~head if og.size else head
-    out = np.zeros(n, dtype=np.float64)
-    out[og[sec]] = np.clip(sg[sec], 0.0, None)
-    return out
+    if not og.size:
+        return og, sg
+    head = np.r_[True, og[1:] != og[:-1]]
+    sec = np.r_[False, head[:-1]] & ~head
+    return og[sec], np.clip(sg[sec], 0.0, None)
 
 
 @dataclass(frozen=True)
@@ -386,21 +416,28 @@ class _QueryWeights:
         return self._inter(t) / self.total if self.total > 0 else 0.0
 
 
-def _prefilter(lay: RowLayout, flt: SnippetFilter) -> np.ndarray | None:
-    """Snippets whose kind and status the filter accepts (None: all); the rest is checked per hit."""
-    mask: np.ndarray | None = None
+def _excludes_all(lay: RowLayout, flt: SnippetFilter) -> bool:
+    """The filter asks for a status or kinds that no snippet of the index has."""
+    if flt.status and flt.status not in lay.statuses:
+        return True
+    return bool(flt.kinds) and not any(kind in lay.kinds for kind in flt.kinds)
+
+
+def _prefilter(lay: RowLayout, flt: SnippetFilter, cand: np.ndarray) -> np.ndarray:
+    """Which of the snippets ``cand`` the filter's kind and status accept; the rest of the filter is
+    checked per hit."""
+    mask = np.ones(cand.size, dtype=bool)
     if flt.status:
         code = lay.statuses.get(flt.status)
-        mask = lay.status_code == code if code is not None else np.zeros(lay.status_code.size, dtype=bool)
+        mask &= lay.status_code[cand] == code if code is not None else False
     if flt.kinds:
         codes = [lay.kinds[kind] for kind in flt.kinds if kind in lay.kinds]
-        kinds = np.isin(lay.kind_code, codes)
-        mask = kinds if mask is None else mask & kinds
+        mask &= np.isin(lay.kind_code[cand], codes)
     return mask
 
 
 def _best_first(fused: np.ndarray, eligible: np.ndarray, k: int) -> Iterator[int]:
-    """Ordinals of the eligible snippets by fused score, best first (ties: lower ordinal first).
+    """Positions of the eligible entries by fused score, best first (ties: lower position first).
 
     Only the top few are sorted (``argpartition``); the rest is sorted only if the caller reads past
     them (a filter that rejects many snippets).

@@ -223,3 +223,44 @@ def test_faiss_search_uses_one_thread_from_any_thread(demo_model_dir: Path) -> N
     th.start()
     th.join()
     assert seen == [1]
+
+
+def test_lexical_search_past_the_budget_scores_the_rarer_tokens_rows_exactly(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    """On a KB whose queries have more postings than the budget, the lexical search scores the rows
+    that contain the query's rarer tokens, each exactly as the full BM25 does; within the budget it is
+    the full BM25, every matching row."""
+    base, _ = base_entries(None)
+    snippets = [Snippet.from_dict(r) for r in generate_kb(1500, seed=3, base=base)]
+    index = KnowledgeIndex(SentenceTransformerEmbedder(str(demo_model_dir)), Analyzer("wcb"))
+    index.build_from(snippets)
+    lexical = index.lexical
+    queries = ["请问空气炸锅怎么退货", "青禾保温杯可以用洗碗机洗吗？", "我想问下发票怎么开", "你好"]
+    partial = 0
+    for q in queries:
+        tokens = index.analyzer.tokens(q)
+        exact = lexical.scores(tokens)
+        rows, scores, complete = lexical.search(tokens, budget=10**9)
+        assert complete and rows.tolist() == np.flatnonzero(exact > 0).tolist()
+        assert scores.tolist() == exact[rows].tolist()  # bit for bit
+        rows, scores, complete = lexical.search(tokens, budget=300)
+        ids = lexical.token_ids(tokens)
+        sizes = {int(t): int(lexical._indptr[t + 1] - lexical._indptr[t]) for t in ids}
+        if sum(sizes.values()) <= 300:
+            continue
+        partial += 1
+        assert not complete and 0 < rows.size < np.count_nonzero(exact > 0)
+        np.testing.assert_allclose(scores, exact[rows], rtol=1e-5)
+        rarest = min(sizes, key=lambda t: sizes[t])
+        posting = lexical._rows[lexical._indptr[rarest] : lexical._indptr[rarest + 1]]
+        if sizes[rarest] <= 300:  # every row with the rarest token is scored
+            assert set(posting.tolist()) <= set(rows.tolist())
+        else:  # only the best rows of the rarest token
+            assert rows.size == 300
+    assert partial >= 3
+    r = HybridRetriever(index, RetrievalConfig(lexical_budget=300))
+    res = r.search("请问空气炸锅怎么退货", k=5, flt=SnippetFilter(valid_on=None))
+    assert res.hits and res.stats["exact_bm25"] is False
+    full = HybridRetriever(index, RetrievalConfig()).search("请问空气炸锅怎么退货", k=5)
+    assert full.stats["exact_bm25"] is True
