@@ -8,6 +8,7 @@ refused with :class:`ConflictError` and changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,6 +24,11 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's own locking alone
+    fcntl = None  # type: ignore[assignment]
 
 from knowledge import schema as t
 from knowledge.errors import ConflictError, NotFoundError, ValidationError
@@ -145,16 +151,67 @@ def create_db_engine(url: str) -> Engine:
             # of failing midway; reads begin deferred and never wait for a writer (WAL).
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(WRITE_FLAG) else "BEGIN")
 
+        engine.__dict__[_TURNS_KEY] = _WriterTurns(u.database)
         return engine
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("", "psycopg2"):
         url = str(u.set(drivername="postgresql+psycopg"))
     return create_engine(url, pool_pre_ping=True)
 
 
+class _WriterTurns:
+    """Whose turn it is to write a SQLite database, among this process's threads (a lock) and the
+    processes on this machine (``flock`` on ``<database>-writer.lock``).
+
+    SQLite lets one writer in at a time and makes the others poll: a connection that finds the
+    database locked sleeps 1, 2, 5, 10... ms and tries again, so under load (several web workers and
+    their threads) writers wait for milliseconds after the lock is free and requests line up behind
+    the sleeps. Taking turns here first hands the database over the moment the writer before
+    commits; SQLite's own lock still guards everything (other programs, other machines' NFS).
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self.lock = threading.RLock()
+        self.path = f"{database}-writer.lock" if database and database != ":memory:" else None
+        self.fd: int | None = None
+        self.depth = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self.lock:
+            if self.path is None:
+                yield
+                return
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            if self.depth == 0:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # waits without polling; released on close or exit
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+_TURNS_KEY = "kefu_writer_turns"
+
+
+@contextmanager
+def writer_turn(engine: Engine) -> Iterator[None]:
+    """Wait for this process's and machine's turn to write (SQLite; nothing to wait for elsewhere)."""
+    turns = engine.dialect.name == "sqlite" and fcntl is not None and engine.__dict__.get(_TURNS_KEY)
+    if not turns:
+        yield
+        return
+    with turns.turn():
+        yield
+
+
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """``engine.begin()`` for a transaction that writes (on SQLite it takes the write lock first)."""
-    with engine.connect() as conn:
+    with writer_turn(engine), engine.connect() as conn:
         conn.info[WRITE_FLAG] = True
         try:
             with conn.begin():

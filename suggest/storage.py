@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, func, select
 from knowledge.candidates import record_candidate
 from knowledge.errors import NotFoundError, ValidationError
 from knowledge.gaps import record_gap_question
-from knowledge.store import WRITE_FLAG, migrate, writing
+from knowledge.store import WRITE_FLAG, migrate, writer_turn, writing
 from suggest import schema as t
 from suggest.errors import AlreadyDecided
 
@@ -170,7 +170,7 @@ class SuggestStore:
     @contextmanager
     def _record_transaction(self) -> Iterator[Connection]:
         """``writing()`` whose commit uses ``record_sync`` on SQLite (see RECORD_SYNC_LEVELS)."""
-        with self.engine.connect() as conn:
+        with writer_turn(self.engine), self.engine.connect() as conn:
             raw: Any = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
             previous = None
             if raw is not None:

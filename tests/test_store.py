@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from datetime import date
+from pathlib import Path
 
 import pytest
 
 from knowledge.errors import ConflictError, NotFoundError, ValidationError
+from knowledge.model import Snippet
 from knowledge.store import Store
 from tests.conftest import snippet
 
@@ -136,3 +138,41 @@ def test_meta_and_vector_cache(store: Store) -> None:
     got = store.cached_vectors("m@1", ["h1", "h2"])
     assert list(got) == ["h1"] and np.array_equal(got["h1"], v)
     assert store.cached_vectors("other", ["h1"]) == {}
+
+
+def _add_many(url: str, prefix: str, n: int) -> None:
+    """Worker of the test below: ``n`` snippets from 4 threads of one process."""
+    import threading
+
+    s = Store(url)
+
+    def add(k: int) -> None:
+        for i in range(k, n, 4):
+            s.add(Snippet(id=f"{prefix}-{i}", question=f"问题{prefix}{i}", answer="答案"), actor=prefix)
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    s.close()
+
+
+def test_sqlite_writers_of_several_processes_and_threads_take_turns(tmp_path: Path) -> None:
+    """Two processes of four threads each write one SQLite file at once: every write lands, each
+    with its own revision, and the writers took turns through the lock file beside the database."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    Store(url).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_add_many, args=(url, p, 60)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = Store(url)
+    assert store.count() == 120 and store.revision() == 120
+    assert (tmp_path / "kb.db-writer.lock").exists()
+    store.close()
