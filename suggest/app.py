@@ -6,6 +6,7 @@ handed to handlers by dependency injection; domain errors are mapped to HTTP in 
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -164,9 +165,15 @@ def create_app(
             clock=clock_,
             workflow=workflow,
         )
+        # Everything loaded so far (model, indexes, modules) lives as long as the process: move it out
+        # of the cyclic garbage collector's sight, or every full collection walks millions of index
+        # objects while requests wait (about a second at 100,000 snippets; docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # an app made and closed in a longer process (tests, tools) leaves nothing pinned
             if kb is None:
                 knowledge.close()
 
