@@ -42,6 +42,7 @@ LLM_TASK_KINDS: tuple[str, ...] = (
     "tactful_refusal",
     "complaint",
     "suggestion",
+    "customer_info",
     "closing",
     "greeting",
 )
@@ -77,6 +78,7 @@ REQUIRED_TEMPLATES: tuple[str, ...] = (
     "tactful_refusal",
     "complaint_received",
     "suggestion_received",
+    "customer_info_received",
     "closing",
     "auto_out_of_hours",
     "auto_busy",

@@ -19,6 +19,7 @@ DRAFT_KINDS = (
     "greeting",
     "complaint",
     "suggestion",
+    "customer_info",
 )
 
 

@@ -199,6 +199,8 @@ class SuggestionPipeline:
             "closing": "closing",
             "complaint": "complaint",
             "suggestion": "suggestion",
+            # details the customer leaves are recorded for 销售部 (its queue), not a question to escalate
+            "customer_info": "customer_info",
         }
         if intent in direct:
             return Plan(direct[intent], hits, reason=f"intent {intent}")

@@ -92,6 +92,10 @@ class TemplateDrafter:
             out = [DraftCandidate(norms.render("complaint_received"), "complaint", [], "complaint")]
         elif plan.kind == "suggestion":
             out = [DraftCandidate(norms.render("suggestion_received"), "suggestion", [], "suggestion")]
+        elif plan.kind == "customer_info":
+            out = [
+                DraftCandidate(norms.render("customer_info_received"), "customer_info", [], "customer_info")
+            ]
         elif plan.kind == "closing":
             out = [DraftCandidate(norms.render("closing"), "closing", [], "closing")]
         elif plan.kind == "greeting":

@@ -86,8 +86,14 @@ def test_complaint_and_suggestion_are_routed_to_department_queues(api: Api) -> N
     assert [i["conversation_id"] for i in after_sales["items"]] == ["w-complaint"]
     item = after_sales["items"][0]
     assert item["kind"] == "complaint" and item["status"] == "open"
+    info = api.suggest("w-info", "我的手机号是13812345678，有事打这个就行")
+    assert info["intent"]["label"] == "customer_info" and info["route"] == "销售部"
+    assert info["escalate"] is False and info["plan"]["kind"] == "customer_info"
+    assert info["drafts"][0]["kind"] == "customer_info" and "销售部" in info["drafts"][0]["text"]
+    assert "13812345678" not in info["drafts"][0]["text"]  # the customer's number is not read back
     sales = api.get(f"/v1/queues/{quote('销售部')}").json()
-    assert [i["kind"] for i in sales["items"]] == ["suggestion"]
+    assert [i["kind"] for i in sales["items"]] == ["suggestion", "customer_info"]
+    assert api.get("/v1/escalations").json()["count"] == 0  # details left are no question to escalate
     done = api.post(f"/v1/queues/{quote('售后服务部')}/{item['id']}/done", {"note": "已电话联系客户"})
     assert done.status_code == 200 and done.json()["status"] == "done"
     assert api.post(f"/v1/queues/{quote('售后服务部')}/{item['id']}/done", {}).status_code == 409
