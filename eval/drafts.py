@@ -45,6 +45,7 @@ from eval.metrics import (
 )
 from eval.similarity import char_f1, rouge_l
 from knowledge.errors import KefuError, Problem
+from knowledge.retriever import TUNED_FIELDS
 from prompts import CheckContext, Norms, Violation
 from prompts.intents import INTENTS
 from prompts.templates import LLM_TEMPLATES
@@ -57,7 +58,7 @@ BUNDLED_CASES = Path(__file__).resolve().parent / "data" / "drafts_cases.jsonl"
 #: History turns of a case kept in report.json (the last ones).
 HISTORY_KEPT = 6
 #: Plans whose drafts come from the norms' templates alone and cite no snippet.
-UNCITED_KINDS = ("complaint", "suggestion", "greeting", "closing")
+UNCITED_KINDS = ("complaint", "suggestion", "customer_info", "greeting", "closing")
 LATENCY_EDGES_MS = (0, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 CASE_KEYS = frozenset(
     {
@@ -322,10 +323,10 @@ def environment(
     """A temporary store with the KB, a tuned KB model, the indexes and the pipeline (as the API has it)."""
     from knowledge.embedding import SentenceTransformerEmbedder
     from knowledge.io import read_snippets
-    from knowledge.service import ACTIVE_MODEL_KEY, KnowledgeBase, kb_terms
+    from knowledge.service import KnowledgeBase
     from knowledge.settings import KnowledgeSettings
     from knowledge.store import Store
-    from knowledge.tuning import TuneParams, kb_pairs, train_static_model
+    from knowledge.tune_cmd import TuneOptions, run_tune
     from suggest.app import make_drafter
     from suggest.clock import FixedClock
     from suggest.pipeline import SuggestionPipeline
@@ -363,19 +364,13 @@ def environment(
                 embedding_model=settings.knowledge.embedding_model,
             )
             t0 = time.perf_counter()
+            tuned: dict[str, Any] | None = None
             if not ks.embedding_model:
-                # as `kefu kb bootstrap` does: a KB model tuned on the question/similar-question pairs
-                live = [s for s in store.all() if s.status != "archived"]
-                pairs = kb_pairs(live)
-                progress(f"tuning the KB model on {len(pairs)} pairs")
-                model_dir = train_static_model(
-                    [t for s in live for _, t in s.texts()],
-                    pairs,
-                    root / "models" / "kb-static",
-                    params=TuneParams(analyzer=ks.analyzer),
-                    terms=kb_terms(store),
-                )
-                store.set_meta(ACTIVE_MODEL_KEY, str(model_dir))
+                # exactly as `kefu kb bootstrap` (make serve) does: `kefu kb tune --force`, which trains
+                # the KB model and fits fusion and confidence thresholds on held-out pairs
+                progress("tuning the KB model (kefu kb tune --force)")
+                report = run_tune(ks, TuneOptions(force=True, show_progress=False), store=store, say=progress)
+                tuned = (report.get("new") or {}).get("retrieval")
             tune_s = time.perf_counter() - t0
             kb = KnowledgeBase(ks, store=store)
             progress("building the indexes")
@@ -404,6 +399,8 @@ def environment(
                 if isinstance(embedder, SentenceTransformerEmbedder)
                 else type(embedder).__name__,
                 "tune_s": round(tune_s, 2),
+                "retrieval": {k: getattr(kb.retriever.config, k) for k in TUNED_FIELDS},
+                "retrieval_fitted": tuned is not None,
                 "at": when.isoformat(),
                 "norms": norms.source,
             }

@@ -1,8 +1,8 @@
 """`kefu eval drafts`: the bundled dataset through the suggestion pipeline, as CI's quality gate.
 
 The bundled run is made once per session with the acceptance bars (every draft passes every
-error-level rule, groundedness 1.0, intent accuracy >= 0.9); its report is then read by the other
-tests, and its HTML is opened in headless Chromium.
+error-level rule, groundedness 1.0, escalation recall 1.0, intent accuracy >= 0.9); its report is then
+read by the other tests, and its HTML is opened in headless Chromium.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 
 from eval.judge import Judge, JudgeSettings
-from eval.report import check_bars
 from prompts import default_norms
 from suggest.cli import main
 from tests.conftest import SHARED_DATA
 from tests.fake_openai import FakeLLM
 
 #: The acceptance bars of the bundled dataset with the template drafter (issue 6).
-GATE = ["error_rule_pass=1.0", "groundedness=1.0", "intent_accuracy=0.9"]
+GATE = ["error_rule_pass=1.0", "groundedness=1.0", "escalation_recall=1.0", "intent_accuracy=0.9"]
 
 
 @pytest.fixture(scope="session")
@@ -45,18 +44,19 @@ def test_bundled_dataset_passes_the_gate(bundled: tuple[int, Path], bundled_repo
     m = bundled_report["metrics"]
     assert m["error_rule_pass"]["value"] == 1.0
     assert m["groundedness"]["value"] == 1.0
+    assert m["escalation_recall"]["value"] == 1.0
     assert m["intent_accuracy"]["value"] >= 0.9
     assert bundled_report["fail_under"]["failures"] == []
     assert bundled_report["setup"]["cases"] >= 80 and bundled_report["setup"]["failed_to_run"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two questions the demo KB cannot answer retrieve a wrong snippet at medium confidence and are "
-    "answered instead of escalated (retrieval confidence calibration, see docs/benchmarks.md)",
-)
-def test_bundled_dataset_escalation_recall_bar(bundled_report: dict[str, Any]) -> None:
-    assert check_bars(bundled_report, [("escalation_recall", 1.0)]) == []
+def test_bundled_dataset_is_run_as_make_serve_tunes_it(bundled_report: dict[str, Any]) -> None:
+    """The evaluation's KB is tuned as `kefu kb bootstrap` tunes it: the confidence thresholds that
+    decide escalation are the ones fitted on held-out pairs, as in the service."""
+    setup = bundled_report["setup"]
+    assert setup["retrieval_fitted"] is True
+    assert setup["embedding_model"].startswith("kb-static-")
+    assert 0 < setup["retrieval"]["medium"] <= setup["retrieval"]["high"] <= 1
 
 
 def test_report_holds_every_case_and_metric(bundled_report: dict[str, Any]) -> None:
