@@ -184,11 +184,12 @@ class LexicalIndex:
     rows that contain it and their scores). Summing whole postings costs as many additions as the
     query's tokens have postings: at 100,000 snippets a question's common characters (我, 的, 吗)
     touch over a million, and every row with one of them then has a score to aggregate. So
-    :meth:`search` reads postings up to a budget: when the query's postings fit it (every small KB)
-    it scores every matching row exactly as bm25s does; past it, it takes the rows that contain the
-    query's rarer tokens (from the rarest up, as many tokens as fit the budget) and scores just
-    those rows, exactly, with all the query's tokens, from a row-by-row copy of the same scores.
-    Rows that share only common tokens with the query are then left out (docs/benchmarks.md).
+    :meth:`search` scores every matching row exactly, as bm25s does, only while the query's postings
+    are few (every query of a small KB); past that, it takes the rows that contain the query's rarer
+    tokens (from the rarest up, as many tokens as fit a budget) and the rows the caller adds (the
+    texts the dense search found), and scores just those, exactly, with all the query's tokens,
+    from a row-by-row copy of the same scores. Rows that share only common tokens with the query
+    and were not found by the dense search are left out (docs/benchmarks.md).
     """
 
     def __init__(self, k1: float = 1.2, b: float = 0.75, answer_weight: float = 0.5) -> None:
@@ -259,36 +260,45 @@ class LexicalIndex:
         scores[tail:] *= self.row_weights[tail:]
         return scores
 
-    def search(self, tokens: list[str], budget: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    def search(
+        self, tokens: list[str], *, exact: int, budget: int, also: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """The rows that match ``tokens`` (sorted), their BM25 scores (float32, answers weighted),
-        and whether every matching row is there (the query's postings fit ``budget``)."""
+        and whether every matching row is there: when the query's postings are at most ``exact``.
+        Past that, the rows of the rarest tokens whose postings fit ``budget``, and the rows ``also``
+        (e.g. the texts the dense search found)."""
         ids = self.token_ids(tokens)
         if self.bm25 is None or ids.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), True
         uniq = np.unique(ids)
         starts, ends = self._indptr[uniq], self._indptr[uniq + 1]
         sizes = ends - starts
-        if int(sizes.sum()) <= budget:
+        if int(sizes.sum()) <= exact:
             scores = self.scores(tokens)
             rows = np.flatnonzero(scores > 0)
             return rows, scores[rows], True
         order = np.argsort(sizes, kind="stable")
         fits = int(np.count_nonzero(np.cumsum(sizes[order]) <= budget))
+        chosen = np.zeros(self.row_ids.size, dtype=bool)  # a set of rows, cheaper than np.unique here
         if fits == 0:  # not even the rarest token fits: its best-scoring rows
             a, b = int(starts[order[0]]), int(ends[order[0]])
             best = np.argpartition(-self._data[a:b], budget - 1)[:budget]
-            rows = np.sort(self._rows[a:b][best]).astype(np.int64)
-        else:
-            parts = [self._rows[int(starts[i]) : int(ends[i])] for i in order[:fits]]
-            rows = np.unique(np.concatenate(parts)).astype(np.int64)
+            chosen[self._rows[a:b][best]] = True
+        for i in order[:fits]:
+            chosen[self._rows[int(starts[i]) : int(ends[i])]] = True
+        if also is not None:
+            chosen[also] = True
+        rows = np.flatnonzero(chosen)
         query = np.zeros(self._indptr.size - 1, dtype=np.float32)
         np.add.at(query, ids, 1.0)  # a token the query repeats counts as often
         scores = np.asarray(self._by_row[rows] @ query, dtype=np.float32)
         if self._weighted_from is None:
-            return rows, scores * self.row_weights[rows], False
-        heavy = rows >= self._weighted_from
-        scores[heavy] *= self.row_weights[rows[heavy]]
-        return rows, scores, False
+            scores *= self.row_weights[rows]
+        else:
+            heavy = rows >= self._weighted_from
+            scores[heavy] *= self.row_weights[rows[heavy]]
+        matched = scores > 0
+        return rows[matched], scores[matched], False
 
 
 @dataclass(frozen=True)
@@ -351,6 +361,15 @@ class RowLayout:
             statuses=statuses,
             status_code=status_code,
         )
+
+    def rows_of(self, owners: np.ndarray) -> np.ndarray:
+        """Every lexical row of the snippets ``owners`` (ordinals): their questions, then their answers."""
+        starts, ends = self.q_start[owners], self.q_start[owners + 1]
+        lengths = ends - starts
+        # starts[i], starts[i] + 1, ... for each owner, without a Python loop
+        q_rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        a_rows = self.answer_row[owners]
+        return np.concatenate((q_rows, a_rows[a_rows >= 0]))
 
 
 class KnowledgeIndex:

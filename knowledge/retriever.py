@@ -39,10 +39,13 @@ class RetrievalConfig:
     answer_weight: float = 0.5  # weight of an answer's BM25 score, added to its best question's
     answer_confidence: float = 0.65  # the most confidence an answer's words alone can give
     dense_pool: int = 200  # texts taken from FAISS per query before fusion
-    #: Postings the lexical search reads to find the texts it scores (``index.LexicalIndex``): a
-    #: query whose tokens have fewer (every query of a small KB) is scored exactly on every text;
-    #: past it, only the texts with the query's rarer tokens are scored (docs/benchmarks.md).
-    lexical_budget: int = 20_000
+    #: A query whose tokens have at most this many postings (every query of a KB of a few thousand
+    #: snippets) gets the exact BM25 of every text (``index.LexicalIndex.search``).
+    lexical_exact: int = 20_000
+    #: Past that, the postings read to find candidate texts (the query's rarest tokens first); those
+    #: texts and every text of the snippets the dense search found are scored exactly, the rest not
+    #: at all (docs/benchmarks.md: at 100,000 snippets this keeps bq-dev's hit@5).
+    lexical_budget: int = 2_000
     #: Weight of a snippet's second-best text in the dense score (0: best text only). More than one
     #: matching paraphrase is more evidence; ``kefu kb tune`` fits it on held-out pairs.
     second_weight: float = 0.0
@@ -59,8 +62,8 @@ class RetrievalConfig:
             raise ValueError("dense_weight must be between 0 and 1")
         if not 0 <= self.medium <= self.high <= 1:
             raise ValueError("confidence thresholds must satisfy 0 <= medium <= high <= 1")
-        if self.lexical_budget < 1:
-            raise ValueError("lexical_budget must be at least 1")
+        if self.lexical_budget < 1 or self.lexical_exact < 1:
+            raise ValueError("lexical_budget and lexical_exact must be at least 1")
 
 
 @dataclass
@@ -225,16 +228,6 @@ class HybridRetriever:
         lay = idx.layout
         qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
 
-        # Lexical: the rows that match (index.LexicalIndex.search: every one, or on a large KB those
-        # with the query's rarer tokens), each snippet's best question and its answer.
-        rows, scores, complete = idx.lexical.search(qtokens, cfg.lexical_budget)
-        is_q = rows < lay.n_questions
-        q_rows, q_scores = rows[is_q], scores[is_q]
-        q_owner = lay.q_owner[q_rows]  # non-decreasing: a snippet's questions are one run of rows
-        q_best_owner, q_best, q_best_row = _group_best(q_owner, q_scores, q_rows)
-        a_rows, a_scores = rows[~is_q], scores[~is_q]
-        a_owner = lay.answer_owner[a_rows - lay.n_questions]
-
         # Dense: counts only as much as the model knows the query's tokens.
         coverage = idx.embedder.coverage(query)
         dw = self._dense_weight(coverage)
@@ -255,6 +248,22 @@ class HybridRetriever:
             d_owner, d_score, d_tid = owner[best], ds[best], di[best]
             if cfg.second_weight > 0:
                 second = _second_best(owner[order], ds[order])
+
+        # Lexical: the rows that match (index.LexicalIndex.search: every one, or on a large KB those
+        # with the query's rarer tokens and every text of the snippets the dense search found), each
+        # snippet's best question and its answer.
+        rows, scores, complete = idx.lexical.search(
+            qtokens,
+            exact=cfg.lexical_exact,
+            budget=cfg.lexical_budget,
+            also=lay.rows_of(d_owner) if d_owner.size else None,
+        )
+        is_q = rows < lay.n_questions
+        q_rows, q_scores = rows[is_q], scores[is_q]
+        q_owner = lay.q_owner[q_rows]  # non-decreasing: a snippet's questions are one run of rows
+        q_best_owner, q_best, q_best_row = _group_best(q_owner, q_scores, q_rows)
+        a_rows, a_scores = rows[~is_q], scores[~is_q]
+        a_owner = lay.answer_owner[a_rows - lay.n_questions]
 
         cand = np.union1d(np.union1d(q_best_owner, a_owner), d_owner).astype(np.int64)
         m = cand.size

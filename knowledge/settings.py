@@ -41,6 +41,7 @@ def _retrieval_from_env() -> RetrievalConfig:
         answer_weight=float(_env("KEFU_RETRIEVAL_ANSWER_WEIGHT", str(d.answer_weight))),
         answer_confidence=float(_env("KEFU_RETRIEVAL_ANSWER_CONFIDENCE", str(d.answer_confidence))),
         dense_pool=int(_env("KEFU_RETRIEVAL_DENSE_POOL", str(d.dense_pool))),
+        lexical_exact=int(_env("KEFU_RETRIEVAL_LEXICAL_EXACT", str(d.lexical_exact))),
         lexical_budget=int(_env("KEFU_RETRIEVAL_LEXICAL_BUDGET", str(d.lexical_budget))),
         second_weight=float(_env("KEFU_RETRIEVAL_SECOND_WEIGHT", str(d.second_weight))),
         sync_interval_s=float(_env("KEFU_RETRIEVAL_SYNC_INTERVAL_S", str(d.sync_interval_s))),

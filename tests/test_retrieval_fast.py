@@ -95,7 +95,9 @@ def reference_search(r: HybridRetriever, query: str, k: int, flt: SnippetFilter)
 
 def _same(index: KnowledgeIndex, queries: list[str], filters: list[SnippetFilter]) -> int:
     checked = 0
-    for config in (RetrievalConfig(), RetrievalConfig(fusion="rrf")):
+    # exact BM25 on every text (lexical_exact): the budgeted lexical path has its own test below
+    exact = 10**9
+    for config in (RetrievalConfig(lexical_exact=exact), RetrievalConfig(fusion="rrf", lexical_exact=exact)):
         r = HybridRetriever(index, config)
         for q in queries:
             for flt in filters:
@@ -241,10 +243,10 @@ def test_lexical_search_past_the_budget_scores_the_rarer_tokens_rows_exactly(
     for q in queries:
         tokens = index.analyzer.tokens(q)
         exact = lexical.scores(tokens)
-        rows, scores, complete = lexical.search(tokens, budget=10**9)
+        rows, scores, complete = lexical.search(tokens, exact=10**9, budget=300)
         assert complete and rows.tolist() == np.flatnonzero(exact > 0).tolist()
         assert scores.tolist() == exact[rows].tolist()  # bit for bit
-        rows, scores, complete = lexical.search(tokens, budget=300)
+        rows, scores, complete = lexical.search(tokens, exact=300, budget=300)
         ids = lexical.token_ids(tokens)
         sizes = {int(t): int(lexical._indptr[t + 1] - lexical._indptr[t]) for t in ids}
         if sum(sizes.values()) <= 300:
@@ -258,8 +260,13 @@ def test_lexical_search_past_the_budget_scores_the_rarer_tokens_rows_exactly(
             assert set(posting.tolist()) <= set(rows.tolist())
         else:  # only the best rows of the rarest token
             assert rows.size == 300
+        # rows the caller adds (the dense search's texts) are scored exactly too, when they match
+        left_out = np.setdiff1d(np.flatnonzero(exact > 0), rows)[:5]
+        with_also, also_scores, _ = lexical.search(tokens, exact=300, budget=300, also=left_out)
+        assert set(left_out.tolist()) <= set(with_also.tolist())
+        np.testing.assert_allclose(also_scores, exact[with_also], rtol=1e-5)
     assert partial >= 3
-    r = HybridRetriever(index, RetrievalConfig(lexical_budget=300))
+    r = HybridRetriever(index, RetrievalConfig(lexical_exact=300, lexical_budget=300))
     res = r.search("请问空气炸锅怎么退货", k=5, flt=SnippetFilter(valid_on=None))
     assert res.hits and res.stats["exact_bm25"] is False
     full = HybridRetriever(index, RetrievalConfig()).search("请问空气炸锅怎么退货", k=5)
