@@ -88,6 +88,11 @@ class SuggestionPipeline:
         self.clock: Clock = clock or SystemClock()
         self.workflow = workflow
 
+    @property
+    def offline(self) -> bool:
+        """Whether drafts come from the templates alone (no LLM to wait for)."""
+        return self.drafter is self.template
+
     # -- validation -----------------------------------------------------------------------------
 
     def validate(self, req: SuggestionRequest) -> None:

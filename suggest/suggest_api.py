@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
@@ -66,12 +67,18 @@ class SuggestionController(Controller):
     tags = ["suggestions"]  # noqa: RUF012 - Litestar reads a plain list
     guards = [allow(*AGENTS)]  # noqa: RUF012
 
-    @post("/", sync_to_thread=True, status_code=201)
-    def suggest(
+    @post("/", status_code=201)
+    async def suggest(
         self, data: JSONBody[SuggestionBody], pipeline: NamedDependency[SuggestionPipeline]
     ) -> dict[str, Any]:
         """Drafts for the customer's message: retrieved snippets, norms-guarded replies, intent and route."""
-        return pipeline.suggest(data.to_request())
+        req = data.to_request()
+        if pipeline.offline:
+            # The template drafter only computes (a few ms of CPU, no waiting on the network): run it on
+            # the event loop. A hop to a worker thread costs more than it saves, and several threads of
+            # one process only take turns with the interpreter lock (docs/benchmarks.md).
+            return pipeline.suggest(req)
+        return await anyio.to_thread.run_sync(pipeline.suggest, req)  # waits for the LLM
 
     @post("/{suggestion_id:str}/decision", sync_to_thread=True, status_code=201)
     def decide(
