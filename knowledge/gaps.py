@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from knowledge import schema as t
+from knowledge.direct import DirectStatement
 from knowledge.embedding import Embedder
 from knowledge.errors import NotFoundError, ValidationError
 from knowledge.model import MAX_QUESTION_CHARS, MAX_SIMILAR, Snippet
@@ -96,8 +97,9 @@ def record_gap_question(
     """Note a question the KB could not answer well, in the caller's transaction."""
     if reason not in REASONS or not text.strip():
         return
-    conn.execute(
-        t.gap_questions.insert().values(
+    _INSERT_GAP.execute(
+        conn,
+        dict(
             text=text[:MAX_QUESTION_CHARS],
             reason=reason,
             conversation_id=conversation_id,
@@ -105,8 +107,12 @@ def record_gap_question(
             at=at,
             confidence_score=confidence_score,
             top_snippet_id=top_snippet_id,
-        )
+        ),
     )
+
+
+#: In every escalated suggestion's transaction (knowledge.direct).
+_INSERT_GAP = DirectStatement.insert(t.gap_questions)
 
 
 def _aware(dt: datetime) -> datetime:

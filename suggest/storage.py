@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from knowledge.candidates import record_candidate
+from knowledge.direct import DirectStatement
 from knowledge.errors import NotFoundError, ValidationError
 from knowledge.gaps import record_gap_question
 from knowledge.store import WRITE_FLAG, migrate, writer_turn, writing
@@ -90,11 +91,29 @@ def _record_sync_level(value: str | None) -> str:
     return level
 
 
+# The statements of every suggestion (knowledge.direct: compiled once, run on the DBAPI cursor).
+_CONVERSATION = DirectStatement.select_by(t.conversations, "id")
+_CONVERSATION_EXISTS = DirectStatement.select_by(t.conversations, "id", ["id"])
+_INSERT_CONVERSATION = DirectStatement.insert(t.conversations)
+_CUSTOMER_WROTE = DirectStatement(
+    t.conversations.update()
+    .where(t.conversations.c.id == bindparam("id"))
+    .values(
+        updated_at=bindparam("at"),
+        last_customer_at=bindparam("at"),
+        status="open",
+        waiting_since=func.coalesce(t.conversations.c.waiting_since, bindparam("at")),
+    )
+)
+_INSERT_MESSAGE = DirectStatement.insert(t.messages)
+_INSERT_SUGGESTION = DirectStatement.insert(t.suggestions)
+
+
 def _add_message(
     conn: Connection, conversation_id: str, role: str, text: str, at: datetime, suggestion_id: str
 ) -> None:
-    conn.execute(
-        t.messages.insert(),
+    _INSERT_MESSAGE.execute(
+        conn,
         dict(conversation_id=conversation_id, role=role, text=text, at=at, suggestion_id=suggestion_id),
     )
 
@@ -190,17 +209,17 @@ class SuggestStore:
 
     def conversation(self, conversation_id: str) -> ConversationState | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.conversations).where(t.conversations.c.id == conversation_id)).first()
+            row = _CONVERSATION.first(conn, {"id": conversation_id})
         if row is None:
             return None
         return ConversationState(
-            row.id,
-            row.agent_replies,
-            _aware(row.last_customer_at),
-            _aware(row.last_agent_at),
-            row.status,
-            _aware(row.created_at),
-            _aware(row.waiting_since),
+            row["id"],
+            row["agent_replies"],
+            _aware(row["last_customer_at"]),
+            _aware(row["last_agent_at"]),
+            row["status"],
+            _aware(row["created_at"]),
+            _aware(row["waiting_since"]),
         )
 
     def record_suggestion(
@@ -227,13 +246,11 @@ class SuggestStore:
         """Store the customer's message and the suggestion, creating the conversation if new; ``also``
         runs in the same transaction (the workflow's queue items, escalation and record)."""
         at = at or _now()
+        body = json.dumps(response, ensure_ascii=False, default=str)  # before the write lock is taken
         with self._record_transaction() as conn:
-            exists = conn.execute(
-                select(t.conversations.c.id).where(t.conversations.c.id == conversation_id)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    t.conversations.insert(),
+            if _CONVERSATION_EXISTS.first(conn, {"id": conversation_id}) is None:
+                _INSERT_CONVERSATION.execute(
+                    conn,
                     dict(
                         id=conversation_id,
                         channel=channel,
@@ -248,20 +265,11 @@ class SuggestStore:
                     ),
                 )
             else:
-                conn.execute(
-                    t.conversations.update()
-                    .where(t.conversations.c.id == conversation_id)
-                    .values(
-                        updated_at=at,
-                        last_customer_at=at,
-                        status="open",
-                        waiting_since=func.coalesce(t.conversations.c.waiting_since, at),
-                    )
-                )
+                _CUSTOMER_WROTE.execute(conn, {"id": conversation_id, "at": at})
             if store_message:
                 _add_message(conn, conversation_id, "customer", customer_message, at, suggestion_id)
-            conn.execute(
-                t.suggestions.insert(),
+            _INSERT_SUGGESTION.execute(
+                conn,
                 dict(
                     id=suggestion_id,
                     conversation_id=conversation_id,
@@ -274,7 +282,7 @@ class SuggestStore:
                     fallback=fallback,
                     drafter=drafter,
                     kb_revision=kb_revision,
-                    response=json.dumps(response, ensure_ascii=False, default=str),
+                    response=body,
                     offline=offline,
                     customer_at=at,
                 ),

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from knowledge.direct import DirectStatement
 from knowledge.errors import ConflictError, NotFoundError, ValidationError
 from knowledge.store import writing
 from suggest import schema as t
@@ -61,6 +62,15 @@ class RecordEvent:
     satisfaction_comment: str | None = None
 
 
+# The writes of every suggestion's transaction (knowledge.direct).
+_INSERT_ESCALATION = DirectStatement.insert(t.escalations)
+_INSERT_QUEUE_ITEM = DirectStatement.insert(t.queue_items)
+_INSERT_RECORD = DirectStatement.insert(t.service_records)
+_RECORD_STATE = DirectStatement.select_by(
+    t.service_records, "conversation_id", ["edited_fields", "summary", "first_response_s"]
+)
+
+
 class WorkflowStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine  # the tables are created by SuggestStore's migrations
@@ -90,10 +100,10 @@ class WorkflowStore:
             "created_by": created_by,
         }
         if conn is not None:
-            conn.execute(t.escalations.insert(), values)
+            _INSERT_ESCALATION.execute(conn, values)
         else:
             with writing(self.engine) as c:
-                c.execute(t.escalations.insert(), values)
+                _INSERT_ESCALATION.execute(c, values)
         return eid
 
     def escalations(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -145,8 +155,9 @@ class WorkflowStore:
         suggestion_id: str | None,
     ) -> str:
         qid = uuid.uuid4().hex[:16]
-        conn.execute(
-            t.queue_items.insert().values(
+        _INSERT_QUEUE_ITEM.execute(
+            conn,
+            dict(
                 id=qid,
                 department=department,
                 kind=kind,
@@ -155,7 +166,7 @@ class WorkflowStore:
                 message=message,
                 status="open",
                 created_at=at,
-            )
+            ),
         )
         return qid
 
@@ -198,15 +209,13 @@ class WorkflowStore:
 
     def touch_record(self, conn: Connection, conversation_id: str, event: RecordEvent) -> None:
         """Create or update the record from an event; fields an agent edited by hand stay as they are."""
-        row = conn.execute(
-            select(t.service_records).where(t.service_records.c.conversation_id == conversation_id)
-        ).first()
+        row = _RECORD_STATE.first(conn, {"conversation_id": conversation_id})
         values = {k: v for k, v in event.__dict__.items() if k != "at" and v is not None}
         if "summary" in values:
             values["summary"] = _summary(values["summary"])
         if row is None:
-            conn.execute(
-                t.service_records.insert(),
+            _INSERT_RECORD.execute(
+                conn,
                 dict(
                     conversation_id=conversation_id,
                     started_at=event.at,
@@ -219,11 +228,11 @@ class WorkflowStore:
                 ),
             )
             return
-        locked = set(json.loads(row.edited_fields or "[]"))
+        locked = set(json.loads(row["edited_fields"] or "[]"))
         values = {k: v for k, v in values.items() if k not in locked}
-        if row.summary and "summary" in values:
+        if row["summary"] and "summary" in values:
             values.pop("summary")  # the record keeps the first question asked
-        if row.first_response_s is not None:
+        if row["first_response_s"] is not None:
             values.pop("first_response_s", None)
         if values:
             conn.execute(
