@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -125,13 +124,26 @@ class SentenceTransformerEmbedder:
             dim = int(self.model.encode(["x"]).shape[1])
         self.dim = int(dim)
         self._tokenizer = getattr(self.model, "tokenizer", None)
-        # A query is segmented twice (coverage, then the vector) and jieba is the costly part.
-        self._tokens = lru_cache(maxsize=1024)(self._segment)
         self._static = _static_parts(self.model)
 
-    def _segment(self, text: str) -> tuple[str, ...]:
+    def _tokens(self, text: str) -> tuple[str, ...]:
+        # A query is segmented for the coverage, the vector and the retriever's BM25; jieba is the
+        # costly part, so the analyzer keeps the last queries' tokens.
         assert self.analyzer is not None
-        return tuple(self.analyzer.tokens(text))
+        return self.analyzer.cached_tokens(text)
+
+    def share_analyzer(self, analyzer: Analyzer) -> bool:
+        """Segment with the knowledge base's analyzer when it is set up as this model's (same mode
+        and terms): a query is then segmented once for BM25 and the vector."""
+        mine = self.analyzer
+        if (
+            mine is None
+            or mine is analyzer
+            or (mine.mode, set(mine.terms)) != (analyzer.mode, set(analyzer.terms))
+        ):
+            return mine is analyzer
+        self.analyzer = analyzer
+        return True
 
     def _prepare(self, text: str) -> str:
         if self.analyzer is not None:

@@ -19,7 +19,6 @@ import numpy as np
 from knowledge.index import IndexedText, KnowledgeIndex, RowLayout
 from knowledge.model import Snippet, SnippetFilter
 from knowledge.store import Store
-from knowledge.text import normalize
 
 CONFIDENCE_LEVELS = ("high", "medium", "low")
 #: The fields ``kefu kb tune`` fits on held-out pairs and stores with the model.
@@ -177,7 +176,12 @@ class HybridRetriever:
         with idx.lock:
             lay = idx.layout
             if _excludes_all(lay, flt):  # e.g. promotions asked for, and the KB has none
-                coverage = idx.embedder.coverage(query)
+                # the main search just before (the pipeline's promotion search) knows it already
+                last = self._last
+                if last is not None and last[0] == (query, id(idx), idx.generation):
+                    coverage = last[1].coverage
+                else:
+                    coverage = idx.embedder.coverage(query)
                 return SearchResult(
                     query=query,
                     hits=[],
@@ -226,7 +230,7 @@ class HybridRetriever:
             return self._last[1]
         cfg = self.config
         lay = idx.layout
-        qtokens = idx.analyzer.tokens(normalize(query), normalized=True)
+        qtokens = list(idx.analyzer.cached_tokens(query))
 
         # Dense: counts only as much as the model knows the query's tokens.
         coverage = idx.embedder.coverage(query)
@@ -265,7 +269,7 @@ class HybridRetriever:
         a_rows, a_scores = rows[~is_q], scores[~is_q]
         a_owner = lay.answer_owner[a_rows - lay.n_questions]
 
-        cand = np.union1d(np.union1d(q_best_owner, a_owner), d_owner).astype(np.int64)
+        cand = _sorted_union(q_best_owner, a_owner, d_owner)
         m = cand.size
         lex_best = np.zeros(m, dtype=np.float64)
         lex_best[np.searchsorted(cand, q_best_owner)] = q_best
@@ -381,6 +385,12 @@ def _group_best(
     at_best = np.flatnonzero(score == np.repeat(best, np.diff(np.r_[head, score.size])))
     first = at_best[np.r_[True, owner[at_best][1:] != owner[at_best][:-1]]]
     return owner[head].astype(np.int64), best.astype(np.float64), rows[first].astype(np.int64)
+
+
+def _sorted_union(*parts: np.ndarray) -> np.ndarray:
+    """The union of int arrays, sorted (np.union1d hashes, which costs more on a few hundred ids)."""
+    both = np.sort(np.concatenate(parts).astype(np.int64, copy=False))
+    return both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
 
 
 def _second_best(owner: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

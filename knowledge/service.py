@@ -79,6 +79,12 @@ def tuned_retrieval(settings: KnowledgeSettings, embedder: Embedder) -> Retrieva
         return settings.retrieval
 
 
+def _share_analyzer(embedder: Embedder, analyzer: Analyzer) -> None:
+    share = getattr(embedder, "share_analyzer", None)
+    if share is not None:
+        share(analyzer)
+
+
 class KnowledgeBase:
     def __init__(
         self,
@@ -96,6 +102,7 @@ class KnowledgeBase:
         self.model_ref = self.store.get_meta(ACTIVE_MODEL_KEY) or ""
         self.embedder = embedder or SentenceTransformerEmbedder(active_model(self.store, self.settings))
         self.analyzer = Analyzer(self.settings.analyzer, kb_terms(self.store))
+        _share_analyzer(self.embedder, self.analyzer)
         self.index = self._new_index(self.embedder)
         self.retriever = HybridRetriever(
             self.index, tuned_retrieval(self.settings, self.embedder), self.store
@@ -146,6 +153,7 @@ class KnowledgeBase:
     def switch_model(self, ref: str) -> None:
         """Load model ``ref``, index the KB with it, then swap embedder, index and fusion settings."""
         embedder = SentenceTransformerEmbedder(resolve_model_ref(self.store, self.settings, ref or None))
+        _share_analyzer(embedder, self.analyzer)
         index = self._new_index(embedder)
         index.build(self.store)
         config = tuned_retrieval(self.settings, embedder)

@@ -62,7 +62,13 @@ class Analyzer:
         self._jieba = jieba.Tokenizer()
         self._jieba_lock = threading.Lock()
         self.terms: tuple[str, ...] = ()
+        #: A query's tokens, kept for the few next calls: the retriever and the KB model's embedder
+        #: (when it shares this analyzer) segment the same query within one search.
+        self.cached_tokens = lru_cache(maxsize=1024)(self._token_tuple)
         self.add_terms(terms)
+
+    def _token_tuple(self, text: str) -> tuple[str, ...]:
+        return tuple(self.tokens(text))
 
     def add_terms(self, terms: Iterable[str]) -> None:
         """Teach the word segmenter the KB's own terms (e.g. 云杉优选, 空气炸锅)."""
@@ -71,6 +77,7 @@ class Analyzer:
             for t in new:
                 self._jieba.add_word(t, freq=100_000)
         self.terms = tuple(sorted(set(self.terms) | set(new)))
+        self.cached_tokens.cache_clear()  # segmented with the old dictionary
 
     def words(self, norm_text: str) -> list[str]:
         with self._jieba_lock:

@@ -107,12 +107,12 @@ def normalize(text: str) -> NormalizedText:
         return NormalizedText(text, folded, None, None, traditional)
     # Some character changed width or length (full-width punctuation, "…" -> "..."): fold one
     # character at a time so that every folded character knows where it came from.
-    parts: list[str] = []
+    parts = [_fold_char(ch) for ch in text]
+    if all(len(f) == 1 for f in parts):  # full-width punctuation only: positions stay as they are
+        return NormalizedText(text, "".join(parts), None, None, traditional)
     starts: list[int] = []
     ends: list[int] = []
-    for i, ch in enumerate(text):
-        f = _fold_char(ch)
-        parts.append(f)
+    for i, f in enumerate(parts):
         starts.extend([i] * len(f))
         ends.extend([i + 1] * len(f))
     return NormalizedText(text, "".join(parts), tuple(starts), tuple(ends), traditional)

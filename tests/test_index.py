@@ -182,3 +182,19 @@ def test_hnsw_past_threshold_supports_edits(
     store.update(cur.id, {"status": "archived"}, expected_version=cur.version, actor="e")
     index.sync(store)
     assert "faq-en-returns" not in [h.snippet_id for h in r.search("What is your return policy?", k=5).hits]
+
+
+def test_hnsw_index_searches_with_the_current_ef_search_after_a_load(
+    tmp_path: Path, demo_snippets: list[Snippet], minilm: SentenceTransformerEmbedder
+) -> None:
+    import faiss
+
+    from knowledge.index import HNSW_EF_SEARCH
+
+    index = KnowledgeIndex(minilm, Analyzer("wcb"), hnsw_threshold=10)
+    index.build_from(demo_snippets)
+    faiss.downcast_index(index.dense.index.index).hnsw.efSearch = 500  # saved by an older setting
+    index.save(tmp_path)
+    loaded = KnowledgeIndex(minilm, Analyzer("wcb"), hnsw_threshold=10)
+    assert loaded.load(tmp_path) is None and loaded.dense.kind == "hnsw"
+    assert faiss.downcast_index(loaded.dense.index.index).hnsw.efSearch == HNSW_EF_SEARCH

@@ -271,3 +271,17 @@ def test_lexical_search_past_the_budget_scores_the_rarer_tokens_rows_exactly(
     assert res.hits and res.stats["exact_bm25"] is False
     full = HybridRetriever(index, RetrievalConfig()).search("请问空气炸锅怎么退货", k=5)
     assert full.stats["exact_bm25"] is True
+
+
+def test_kb_model_shares_the_kb_analyzer_only_when_it_segments_alike(demo_model_dir: Path) -> None:
+    """A query is segmented once for BM25 and the vector when the KB's analyzer is set up as the
+    model's; the vector is the same either way."""
+    emb = SentenceTransformerEmbedder(str(demo_model_dir))
+    assert emb.analyzer is not None
+    before = emb.encode_query("運費險怎麼理賠")
+    other = Analyzer("c", emb.analyzer.terms)
+    assert emb.share_analyzer(other) is False and emb.analyzer is not other
+    same = Analyzer(emb.analyzer.mode, emb.analyzer.terms)
+    assert emb.share_analyzer(same) is True and emb.analyzer is same
+    np.testing.assert_array_equal(emb.encode_query("運費險怎麼理賠"), before)
+    assert same.cached_tokens.cache_info().currsize >= 1  # the query's tokens are there for BM25
