@@ -7,19 +7,29 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knowledge.embedding import BUNDLED_MODEL
 from knowledge.errors import KefuError
 from knowledge.retriever import RetrievalConfig
 from knowledge.settings import KnowledgeSettings
 
+if TYPE_CHECKING:
+    from eval.retrieval import RetrievalReport
+
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate retrieval, norms and drafts (评估)")
     es = ev.add_subparsers(dest="eval_cmd", required=True, metavar="COMMAND")
     p = es.add_parser("retrieval", help="recall@k, MRR@10 and latency of retrieval on a KB and queries")
-    p.add_argument("--kb", type=Path, required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--kb", type=Path, help="a KB file, loaded (and tuned) into a temporary store")
+    src.add_argument(
+        "--deployment",
+        action="store_true",
+        help="the configured deployment as it serves: KEFU_DATABASE_URL's KB, its active model and "
+        "saved index (KEFU_INDEX_DIR), nothing imported or tuned",
+    )
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the metrics")
@@ -142,6 +152,11 @@ def _retrieval(args: argparse.Namespace) -> int:
         config = replace(config, dense_weight=args.dense_weight)
         explicit.add("dense_weight")
     analyzer = args.analyzer or settings.analyzer
+    if args.deployment:
+        from eval.retrieval import evaluate_deployment
+
+        report = evaluate_deployment(args.queries, k=args.k, progress=lambda m: print(m, file=sys.stderr))
+        return _print_retrieval(args, report, report.setup.get("analyzer", analyzer))
     report = evaluate(
         args.kb,
         args.queries,
@@ -154,6 +169,10 @@ def _retrieval(args: argparse.Namespace) -> int:
         tune_options=TuneOptions(seed=args.seed, epochs=args.epochs, show_progress=False),
         progress=lambda m: print(m, file=sys.stderr),
     )
+    return _print_retrieval(args, report, analyzer)
+
+
+def _print_retrieval(args: argparse.Namespace, report: RetrievalReport, analyzer: str) -> int:
     m = report.metrics
     if args.per_query:
         with args.per_query.open("w", encoding="utf-8") as f:

@@ -178,6 +178,40 @@ def evaluate(
     return RetrievalReport(metrics=_metrics(per_query, latencies), per_query=per_query, setup=setup)
 
 
+def evaluate_deployment(
+    queries_path: Path, *, k: int = 10, progress: Callable[[str], None] | None = None
+) -> RetrievalReport:
+    """The configured deployment as a replica serves it: its store, active model and saved index (or
+    one built now if it is missing or stale); nothing is imported or tuned."""
+    say = progress or (lambda _m: None)
+    queries = read_queries(queries_path)
+    settings = KnowledgeSettings()
+    kb = KnowledgeBase(settings)
+    try:
+        say(kb.open_index(progress=True))
+        cfg = kb.retriever.config
+        setup: dict[str, Any] = {
+            "snippets": len(kb.index.snippets),
+            "analyzer": settings.analyzer,
+            "model": kb.embedder.model_id,
+            "database": settings.database_url,
+            "retrieval": {
+                "fusion": cfg.fusion,
+                "dense_weight": cfg.dense_weight,
+                "second_weight": cfg.second_weight,
+                "high": cfg.high,
+                "medium": cfg.medium,
+                "lexical_exact": cfg.lexical_exact,
+                "lexical_budget": cfg.lexical_budget,
+            },
+        }
+        say(f"running {len(queries)} queries")
+        per_query, latencies = _run_queries(kb, queries, k)
+    finally:
+        kb.close()
+    return RetrievalReport(metrics=_metrics(per_query, latencies), per_query=per_query, setup=setup)
+
+
 def learning_curve(
     kb_path: Path,
     queries_path: Path,

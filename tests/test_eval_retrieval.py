@@ -46,3 +46,36 @@ def test_bad_queries_file_names_the_line(tmp_path: Path) -> None:
         ("line 2", "expected_ids"),
         ("line 3", None),
     ]
+
+
+def test_deployment_is_measured_as_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kefu eval retrieval --deployment`: the configured store and its saved index, nothing imported
+    or tuned; the lexical settings come from the environment like the service's."""
+    import json
+
+    from knowledge.io import read_snippets
+    from knowledge.store import Store
+    from suggest.cli import main
+
+    url = f"sqlite:///{tmp_path / 'kefu.db'}"
+    store = Store(url)
+    store.import_snippets(read_snippets(REPO / "knowledge/data/demo_kb.jsonl"), actor="t")
+    store.close()
+    for key, value in {
+        "KEFU_DATABASE_URL": url,
+        "KEFU_INDEX_DIR": str(tmp_path / "index"),
+        "KEFU_MODELS_DIR": str(tmp_path / "models"),
+        "KEFU_RETRIEVAL_LEXICAL_BUDGET": "300",
+    }.items():
+        monkeypatch.setenv(key, value)
+    queries = str(REPO / "knowledge/data/demo_queries.jsonl")
+    assert main(["eval", "retrieval", "--deployment", "--queries", queries, "--json"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["n_queries"] == 60 and metrics["recall@5"] >= 0.8
+    assert "snippets: 95" in out
+    assert (tmp_path / "index" / "current" / "manifest.json").exists()  # the replica's index, saved
+    with pytest.raises(SystemExit):  # a KB file and the deployment are two different things
+        main(["eval", "retrieval", "--deployment", "--kb", queries, "--queries", queries])
