@@ -254,9 +254,7 @@ class LexicalIndex:
         known = [t for t in tokens if t in self.vocab]
         if self.bm25 is None or not known:
             return np.zeros(len(self.row_ids), dtype=np.float32)
-        return self._weighted(np.asarray(self.bm25.get_scores(known), dtype=np.float32))
-
-    def _weighted(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.bm25.get_scores(known), dtype=np.float32)
         if self._weighted_from is None:
             return scores * self.row_weights
         tail = self._weighted_from
@@ -294,12 +292,7 @@ class LexicalIndex:
         rows = np.flatnonzero(chosen)
         query = np.zeros(self._indptr.size - 1, dtype=np.float32)
         np.add.at(query, ids, 1.0)  # a token the query repeats counts as often
-        scores = np.asarray(self._by_row[rows] @ query, dtype=np.float32)
-        if self._weighted_from is None:
-            scores *= self.row_weights[rows]
-        else:
-            heavy = rows >= self._weighted_from
-            scores[heavy] *= self.row_weights[rows[heavy]]
+        scores = np.asarray(self._by_row[rows] @ query, dtype=np.float32) * self.row_weights[rows]
         matched = scores > 0
         return rows[matched], scores[matched], False
 

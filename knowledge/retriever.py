@@ -130,9 +130,8 @@ class _Scored:
     qtokens: list[str]
     cand: np.ndarray  # int64 snippet ordinals, sorted
     lex: np.ndarray  # BM25 of the best question text plus the answer's (float64)
-    lex_row: (
-        np.ndarray
-    )  # the row that matched: the best question (the first of equals), else the answer, else -1
+    #: The row that matched: the best question (the first of equals), else the answer, else -1.
+    lex_row: np.ndarray
     coverage: float
     dw: float
     dense: np.ndarray  # best dense score in the pool, -1.0 where none
@@ -287,8 +286,9 @@ class HybridRetriever:
         dense_rank = dense  # what the fusion ranks by (dense, plus second-text evidence if configured)
         if second is not None:
             s_owner, s_score = second
-            s_at = np.minimum(np.searchsorted(cand, s_owner), max(m - 1, 0))
-            ok = cand[s_at] == s_owner if m else np.zeros(0, dtype=bool)
+            s_at = np.searchsorted(cand, s_owner)
+            ok = s_at < m
+            ok[ok] = cand[s_at[ok]] == s_owner[ok]
             extra = np.zeros(m, dtype=np.float64)
             extra[s_at[ok]] = s_score[ok]
             dense_rank = dense + cfg.second_weight * extra
