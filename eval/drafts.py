@@ -45,7 +45,6 @@ from eval.metrics import (
 )
 from eval.similarity import char_f1, rouge_l
 from knowledge.errors import KefuError, Problem
-from knowledge.retriever import TUNED_FIELDS
 from prompts import CheckContext, Norms, Violation
 from prompts.intents import INTENTS
 from prompts.templates import LLM_TEMPLATES
@@ -399,7 +398,7 @@ def environment(
                 if isinstance(embedder, SentenceTransformerEmbedder)
                 else type(embedder).__name__,
                 "tune_s": round(tune_s, 2),
-                "retrieval": {k: getattr(kb.retriever.config, k) for k in TUNED_FIELDS},
+                "retrieval": kb.retriever.config.tuned(),
                 "retrieval_fitted": tuned is not None,
                 "at": when.isoformat(),
                 "norms": norms.source,

@@ -162,13 +162,7 @@ def evaluate(
             kb = KnowledgeBase(settings, store=store, embedder=embedder)
             setup["model"] = kb.embedder.model_id
             cfg = kb.retriever.config
-            setup["retrieval"] = {
-                "fusion": cfg.fusion,
-                "dense_weight": cfg.dense_weight,
-                "second_weight": cfg.second_weight,
-                "high": cfg.high,
-                "medium": cfg.medium,
-            }
+            setup["retrieval"] = cfg.tuned()
             say("building the indexes")
             kb.index.build(store)
             say(f"running {len(queries)} queries")
@@ -196,11 +190,7 @@ def evaluate_deployment(
             "model": kb.embedder.model_id,
             "database": settings.database_url,
             "retrieval": {
-                "fusion": cfg.fusion,
-                "dense_weight": cfg.dense_weight,
-                "second_weight": cfg.second_weight,
-                "high": cfg.high,
-                "medium": cfg.medium,
+                **cfg.tuned(),
                 "lexical_exact": cfg.lexical_exact,
                 "lexical_budget": cfg.lexical_budget,
             },

@@ -64,6 +64,10 @@ class RetrievalConfig:
         if self.lexical_budget < 1 or self.lexical_exact < 1:
             raise ValueError("lexical_budget and lexical_exact must be at least 1")
 
+    def tuned(self) -> dict[str, Any]:
+        """The fields ``kefu kb tune`` fits (``TUNED_FIELDS``), as reports show and models store them."""
+        return {name: getattr(self, name) for name in TUNED_FIELDS}
+
 
 @dataclass
 class Hit:

@@ -255,13 +255,7 @@ def measure(
         cfg = replace(cfg, high=th["high"], medium=th["medium"])
     return {
         **figures,
-        "retrieval": {
-            "fusion": cfg.fusion,
-            "dense_weight": cfg.dense_weight,
-            "second_weight": cfg.second_weight,
-            "high": cfg.high,
-            "medium": cfg.medium,
-        },
+        "retrieval": cfg.tuned(),
         "labels": _label_report(probes, cfg),
     }
 
