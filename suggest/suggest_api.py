@@ -98,8 +98,10 @@ def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: Deci
     sug = pipeline.store.suggestion(suggestion_id)
     drafts = {d["id"]: d for d in sug["drafts"]}
     if data.draft_id is not None and data.draft_id not in drafts:
+        known = ", ".join(drafts)
         raise NotFoundError(
-            f"建议 {suggestion_id} 中没有草稿 {data.draft_id}", f"suggestion has no draft {data.draft_id!r}"
+            f"建议 {suggestion_id} 中没有草稿 {data.draft_id}（它的草稿：{known}）",
+            f"suggestion has no draft {data.draft_id!r} (its drafts: {known})",
         )
     final_text: str | None
     if data.action == "approve":

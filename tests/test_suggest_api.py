@@ -186,6 +186,13 @@ def test_decisions_approve_edit_reject(client: Client, request: pytest.FixtureRe
     )
     assert again.status_code == 409
     s2 = client.suggest("可以分期吗", conv).json()
+    wrong_draft = client.call(
+        "POST",
+        f"/v1/suggestions/{s2['id']}/decision",
+        json={"action": "approve", "draft_id": f"{s2['id']}-1", "agent_id": "a1"},
+    )
+    assert wrong_draft.status_code == 404  # a draft has its own id; the message lists them
+    assert s2["drafts"][0]["id"] in wrong_draft.json()["error"]["message_en"]
     no_reason = client.call(
         "POST", f"/v1/suggestions/{s2['id']}/decision", json={"action": "reject", "agent_id": "a1"}
     )
