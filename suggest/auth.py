@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,10 +76,16 @@ def auth_middleware(require_keys: bool, cache_of: Callable[[Any], KeyCache]) -> 
     return ApiKeyAuth
 
 
-def allow(*roles: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A route guard that admits the given roles only."""
+def allow(
+    *roles: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]:
+    """A route guard that admits the given roles only.
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    A coroutine function on purpose: Litestar runs a plain function guard in its thread pool, a thread
+    hop per request for a dictionary lookup.
+    """
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         key = connection.scope.get("user")
         role = getattr(key, "role", None)
         if role not in roles:
