@@ -180,6 +180,13 @@ class DenseIndex:
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
 
+def sorted_union(*parts: np.ndarray) -> np.ndarray:
+    """The union of int arrays, sorted, as int64 (np.union1d hashes, which costs more on a few
+    thousand ids; a boolean mask over every row costs a pass over the whole index)."""
+    both = np.sort(np.concatenate(parts).astype(np.int64, copy=False))
+    return both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
+
+
 class LexicalIndex:
     """BM25 over analyzer tokens (bm25s); rebuilt from token lists when texts change.
 
@@ -280,16 +287,16 @@ class LexicalIndex:
             return rows, scores[rows], True
         order = np.argsort(sizes, kind="stable")
         fits = int(np.count_nonzero(np.cumsum(sizes[order]) <= budget))
-        chosen = np.zeros(self.row_ids.size, dtype=bool)  # a set of rows, cheaper than np.unique here
+        parts: list[np.ndarray] = []
         if fits == 0:  # not even the rarest token fits: its best-scoring rows
             a, b = int(starts[order[0]]), int(ends[order[0]])
             best = np.argpartition(-self._data[a:b], budget - 1)[:budget]
-            chosen[self._rows[a:b][best]] = True
-        for i in order[:fits]:
-            chosen[self._rows[int(starts[i]) : int(ends[i])]] = True
+            parts.append(self._rows[a:b][best])
+        parts.extend(self._rows[int(starts[i]) : int(ends[i])] for i in order[:fits])
         if also is not None:
-            chosen[also] = True
-        rows = np.flatnonzero(chosen)
+            parts.append(also)
+        # A few thousand rows: sorting them beats marking a mask as long as the whole index.
+        rows = sorted_union(*parts)
         query = np.zeros(self._indptr.size - 1, dtype=np.float32)
         np.add.at(query, ids, 1.0)  # a token the query repeats counts as often
         scores = np.asarray(self._by_row[rows] @ query, dtype=np.float32) * self.row_weights[rows]

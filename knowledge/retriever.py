@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.index import IndexedText, KnowledgeIndex, RowLayout
+from knowledge.index import IndexedText, KnowledgeIndex, RowLayout, sorted_union
 from knowledge.model import Snippet, SnippetFilter
 from knowledge.store import Store
 
@@ -171,9 +171,14 @@ class HybridRetriever:
         if self.store is not None and time.monotonic() - self.index.last_sync >= self.config.sync_interval_s:
             self.index.sync(self.store)
 
-    def search(self, query: str, k: int = 5, flt: SnippetFilter | None = None) -> SearchResult:
+    def search(
+        self, query: str, k: int = 5, flt: SnippetFilter | None = None, *, sync: bool = True
+    ) -> SearchResult:
+        """The ``k`` best snippets that pass ``flt``. ``sync=False`` skips the check for a new KB
+        revision, for a caller that searched an instant before (a second filter on the same query)."""
         t0 = time.perf_counter()
-        self._maybe_sync()
+        if sync:
+            self._maybe_sync()
         flt = flt or SnippetFilter()
         idx = self.index
         with idx.lock:
@@ -272,7 +277,7 @@ class HybridRetriever:
         a_rows, a_scores = rows[~is_q], scores[~is_q]
         a_owner = lay.answer_owner[a_rows - lay.n_questions]
 
-        cand = _sorted_union(q_best_owner, a_owner, d_owner)
+        cand = sorted_union(q_best_owner, a_owner, d_owner)
         m = cand.size
         lex_best = np.zeros(m, dtype=np.float64)
         lex_best[np.searchsorted(cand, q_best_owner)] = q_best
@@ -389,12 +394,6 @@ def _group_best(
     at_best = np.flatnonzero(score == np.repeat(best, np.diff(np.r_[head, score.size])))
     first = at_best[np.r_[True, owner[at_best][1:] != owner[at_best][:-1]]]
     return owner[head].astype(np.int64), best.astype(np.float64), rows[first].astype(np.int64)
-
-
-def _sorted_union(*parts: np.ndarray) -> np.ndarray:
-    """The union of int arrays, sorted (np.union1d hashes, which costs more on a few hundred ids)."""
-    both = np.sort(np.concatenate(parts).astype(np.int64, copy=False))
-    return both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
 
 
 def _second_best(owner: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

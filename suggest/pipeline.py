@@ -187,7 +187,7 @@ class SuggestionPipeline:
         """A promotion running today that matches the customer's topic: the product of the best answer,
         or the message itself. Expired and future promotions are filtered out by their validity dates."""
         flt = SnippetFilter(kinds=("promotion",), valid_on=today)
-        promos = self.kb.retriever.search(message, k=3, flt=flt).hits
+        promos = self.kb.retriever.search(message, k=3, flt=flt, sync=False).hits  # synced just before
         top = next((h for h in retrieval.hits if h.snippet.kind != "promotion"), None)
         product = top.snippet.product if top is not None and top.confidence != "low" else None
         if product:
