@@ -947,20 +947,44 @@ def _percentiles(values_ms: list[float]) -> dict[str, float | None]:
 
 
 def machine_info() -> dict[str, Any]:
-    model = ""
+    """The machine, with enough to tell two machines of the same name apart: a cloud VM reports only
+    "AMD EPYC", while the CPU family (25: Zen 3/4, 26: Zen 5) and a timed pure-Python loop showed a
+    2x difference in request cost between sessions (docs/benchmarks.md)."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name in ("model name", "cpu family", "model", "stepping", "cpu MHz") and name not in fields:
+                fields[name] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor is enough
     mem = (_meminfo_kib("MemTotal") or 0) / 1024 / 1024
+    cpu_id = " ".join(
+        f"{k.split()[-1]} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields
+    )
     return {
         "cores": os.cpu_count(),
-        "cpu_model": model or platform.processor() or "?",
+        "cpu_model": fields.get("model name") or platform.processor() or "?",
+        "cpu_id": cpu_id,
+        "python_loop_ms": python_loop_ms(),
         "memory_gib": round(mem, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def python_loop_ms(runs: int = 5) -> float:
+    """The best of ``runs`` timings of a fixed pure-Python loop (a million additions and modulos):
+    a yardstick for this machine's single-core speed, to compare benchmark runs across machines."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
 
 
 def _meminfo_kib(name: str) -> int | None:
@@ -1079,7 +1103,8 @@ def format_report(r: dict[str, Any]) -> str:
         kb_line += f" (base {kb['base']}, seed {kb['seed']})"
     lines = [
         r["benchmark"],
-        f"machine   {m['cores']} cores, {m['cpu_model']}, {m['memory_gib']} GiB, Python {m['python']}",
+        f"machine   {m['cores']} cores, {m['cpu_model']} ({m['cpu_id'] or '?'}; Python loop"
+        f" {m['python_loop_ms']} ms), {m['memory_gib']} GiB, Python {m['python']}",
         f"KB        {kb_line}",
     ]
     if kb.get("note"):

@@ -104,6 +104,8 @@ def test_bench_end_to_end_on_demo_kb(
     assert mem["peak_sum_mib"] >= mem["peak_max_mib"] > 0
     assert {p["role"] for p in mem["processes"]} >= {"main"}
     assert report["client_cpu"]["seconds"] >= 0 and report["machine"]["cores"] >= 1
+    assert report["machine"]["python_loop_ms"] > 0  # the yardstick that compares machines
+    assert "Python loop" in out
     assert "latency   p50" in out and "[bench]" in err  # human report on stdout, progress on stderr
     # The kept directory has the deployment and a server log; the server is gone.
     assert (keep / "kefu.db").exists() and (keep / "server.log").exists()
