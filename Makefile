@@ -50,5 +50,12 @@ eval: $(STAMP)
 eval-retrieval: $(STAMP)
 	$(VENV)/bin/kefu eval retrieval --kb ../shared/data/bq-dev/kb.jsonl --queries ../shared/data/bq-dev/queries.jsonl
 
+# kefu bench: POST /v1/suggestions under 16 concurrent clients on a throwaway deployment of the demo KB.
+# The 100,000-snippet KB: `make bench BENCH_ARGS="--kb 100k --keep var/bench100k"` (the first run sets it
+# up: 45-60 min, mostly `kb tune`; later runs reuse it). Figures: docs/benchmarks.md.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(VENV)/bin/kefu bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
