@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -605,8 +606,19 @@ class Store:
             if h not in have
         ]
         if rows:
+            # Replicas that start together on a new database embed the same texts at the same time:
+            # a row another one stored since the check above is the same vector, so it is skipped.
             with writing(self.engine) as conn:
-                conn.execute(t.embeddings.insert(), rows)
+                conn.execute(_insert_skipping_existing(conn, t.embeddings), rows)
+
+
+def _insert_skipping_existing(conn: Connection, table: Table) -> Any:
+    """INSERT that leaves rows whose primary key exists alone (ON CONFLICT DO NOTHING)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return table.insert()  # other databases: a concurrent duplicate fails as before
 
 
 def _coerce(changes: dict[str, Any]) -> dict[str, Any]:

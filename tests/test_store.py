@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,6 +139,26 @@ def test_meta_and_vector_cache(store: Store) -> None:
     got = store.cached_vectors("m@1", ["h1", "h2"])
     assert list(got) == ["h1"] and np.array_equal(got["h1"], v)
     assert store.cached_vectors("other", ["h1"]) == {}
+
+
+def test_vectors_another_replica_stored_meanwhile_are_skipped(store: Store) -> None:
+    """Two replicas starting on a new database embed the same texts: the second one's insert meets
+    rows the first stored after the second checked (this crashed a replica's start-up on PostgreSQL)."""
+    import numpy as np
+
+    class Late(Store):
+        def cached_vectors(self, model_id: str, hashes: Any) -> dict[str, Any]:
+            return {}  # what the check saw before the other replica's rows landed
+
+    other = Late(store.url)
+    try:
+        v, w = np.arange(4, dtype=np.float32), np.ones(4, dtype=np.float32)
+        store.store_vectors("m@1", {"h1": v})
+        other.store_vectors("m@1", {"h1": v * 2, "h2": w})  # h1 exists: left alone; h2 is new
+        got = store.cached_vectors("m@1", ["h1", "h2"])
+        assert np.array_equal(got["h1"], v) and np.array_equal(got["h2"], w)
+    finally:
+        other.close()
 
 
 def _add_many(url: str, prefix: str, n: int) -> None:
