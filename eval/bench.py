@@ -947,15 +947,15 @@ def _percentiles(values_ms: list[float]) -> dict[str, float | None]:
 
 
 def machine_info() -> dict[str, Any]:
-    """The machine, with enough to tell two machines of the same name apart: a cloud VM reports only
-    "AMD EPYC", while the CPU family (25: Zen 3/4, 26: Zen 5) and a timed pure-Python loop showed a
-    2x difference in request cost between sessions (docs/benchmarks.md)."""
+    """The machine, with enough to tell two machines of the same name apart: a cloud VM may report
+    only "AMD EPYC", and the same code cost twice the CPU per request on one such VM as on another
+    (docs/benchmarks.md). The CPU family/model/stepping and a timed pure-Python loop tell them apart."""
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
             name = name.strip()
-            if name in ("model name", "cpu family", "model", "stepping", "cpu MHz") and name not in fields:
+            if name in ("model name", "cpu family", "model", "stepping") and name not in fields:
                 fields[name] = value.strip()
             if not line.strip() and fields:
                 break  # the first processor is enough
