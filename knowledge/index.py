@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import faiss
 import numpy as np
 import scipy.sparse
@@ -188,18 +188,23 @@ def sorted_union(*parts: np.ndarray) -> np.ndarray:
 
 
 class LexicalIndex:
-    """BM25 over analyzer tokens (bm25s); rebuilt from token lists when texts change.
+    """BM25 over analyzer tokens, with bm25s's scores (Lucene variant, k1, b), built in numpy.
 
-    bm25s keeps every text's precomputed score per token, token by token (a token's postings: the
-    rows that contain it and their scores). Summing whole postings costs as many additions as the
-    query's tokens have postings: at 100,000 snippets a question's common characters (我, 的, 吗)
-    touch over a million, and every row with one of them then has a score to aggregate. So
-    :meth:`search` scores every matching row exactly, as bm25s does, only while the query's postings
-    are few (every query of a small KB); past that, it takes the rows that contain the query's rarer
-    tokens (from the rarest up, as many tokens as fit a budget) and the rows the caller adds (the
-    texts the dense search found), and scores just those, exactly, with all the query's tokens,
-    from a row-by-row copy of the same scores. Rows that share only common tokens with the query
-    and were not found by the dense search are left out (docs/benchmarks.md).
+    The index keeps every text's precomputed score per token, token by token (a token's postings:
+    the rows that contain it and their scores), exactly the arrays bm25s builds (a test compares
+    them bit for bit). Building them is vectorised and reuses each unchanged text's token ids, so a
+    KB edit at 100,000 snippets re-indexes in seconds, not the 20 s that bm25s's per-text Python
+    loops took while every search of the worker waited (docs/benchmarks.md). The vocabulary only
+    grows: a token no text has any more keeps its id with no postings.
+
+    Summing whole postings costs as many additions as the query's tokens have postings: at 100,000
+    snippets a question's common characters (我, 的, 吗) touch over a million, and every row with one
+    of them then has a score to aggregate. So :meth:`search` scores every matching row exactly, as
+    bm25s does, only while the query's postings are few (every query of a small KB); past that, it
+    takes the rows that contain the query's rarer tokens (from the rarest up, as many tokens as fit a
+    budget) and the rows the caller adds (the texts the dense search found), and scores just those,
+    exactly, with all the query's tokens, from a row-by-row copy of the same scores. Rows that share
+    only common tokens with the query and were not found by the dense search are left out.
     """
 
     def __init__(self, k1: float = 1.2, b: float = 0.75, answer_weight: float = 0.5) -> None:
@@ -207,7 +212,7 @@ class LexicalIndex:
         self.answer_weight = answer_weight
         self.row_weights = np.zeros(0, dtype=np.float32)
         self.vocab: dict[str, int] = {}
-        self.bm25: bm25s.BM25 | None = None
+        self.built = False
         self.row_ids = np.zeros(0, dtype=np.int64)
         self.idf: dict[str, float] = {}
         self._weighted_from: int | None = None
@@ -215,11 +220,14 @@ class LexicalIndex:
         self._rows = np.zeros(0, dtype=np.int32)  # the postings' rows, sorted within a token
         self._indptr = np.zeros(1, dtype=np.int64)  # token t's postings: _indptr[t]:_indptr[t + 1]
         self._by_row: Any = None  # the same scores row by row (scipy CSR), for scoring chosen rows
+        # Every row's token ids, row after row (int32), where each row starts, and each row's token
+        # tuple (an unchanged text keeps its tuple: its ids are copied, not looked up again).
+        self._ids = np.zeros(0, dtype=np.int32)
+        self._ids_start = np.zeros(1, dtype=np.int64)
+        self._row_tokens: list[tuple[str, ...]] = []
 
     def build(self, texts: list[IndexedText]) -> None:
-        vocab: dict[str, int] = {}
-        docs = [[vocab.setdefault(tok, len(vocab)) for tok in t.tokens] for t in texts]
-        self.vocab = vocab
+        ids, start = self._token_ids_of(texts)
         self.row_ids = np.array([t.id for t in texts], dtype=np.int64)
         self.row_weights = np.array(
             [self.answer_weight if t.field == "answer" else 1.0 for t in texts], dtype=np.float32
@@ -229,27 +237,73 @@ class LexicalIndex:
         weighted = np.flatnonzero(self.row_weights != 1.0)
         tail = int(weighted[0]) if weighted.size else len(texts)
         self._weighted_from = tail if weighted.size == len(texts) - tail else None
-        if not texts or not vocab:
-            self.bm25 = None
+        n, lengths = len(texts), np.diff(start)
+        if not n or not ids.size:
+            self.built = False
             self.idf = {}
             self._data, self._rows = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32)
             self._indptr = np.zeros(1, dtype=np.int64)
             self._by_row = None
             return
-        bm = bm25s.BM25(k1=self.k1, b=self.b)
-        bm.index(bm25s.tokenization.Tokenized(ids=docs, vocab=vocab), show_progress=False)
-        self.bm25 = bm
-        self._data = np.asarray(bm.scores["data"], dtype=np.float32)
-        self._rows = np.asarray(bm.scores["indices"], dtype=np.int32)
-        self._indptr = np.asarray(bm.scores["indptr"], dtype=np.int64)
-        shape = (len(texts), self._indptr.size - 1)
+        n_vocab = len(self.vocab)
+        # (token, row) pairs sorted by token, then row, as bm25s lays out its postings, with counts.
+        key = ids.astype(np.int64) * n + np.repeat(np.arange(n, dtype=np.int64), lengths)
+        key.sort()
+        head = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        tf = np.diff(np.r_[head, key.size]).astype(np.float64)
+        tok, row = np.divmod(key[head], n)
+        df = np.bincount(tok, minlength=n_vocab)
+        # bm25s's arithmetic, operation for operation: IDF with math.log in float64, stored as float32;
+        # the length part in float64 with the mean length of an int array; the product rounded once.
+        idf32 = np.zeros(n_vocab, dtype=np.float32)
+        present = np.flatnonzero(df)
+        counts = df[present]
+        distinct, where = np.unique(counts, return_inverse=True)
+        idf32[present] = np.array(
+            [math.log(1 + (n - c + 0.5) / (c + 0.5)) for c in distinct.tolist()], dtype=np.float64
+        )[where]
+        avg_len = lengths.mean()
+        norm = self.k1 * ((1 - self.b) + self.b * lengths.astype(np.float64) / avg_len)
+        self._data = (idf32[tok].astype(np.float64) * (tf / (norm[row] + tf))).astype(np.float32)
+        self._rows = row.astype(np.int32)
+        self._indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+        np.cumsum(df, out=self._indptr[1:])
+        self.built = True
+        shape = (n, n_vocab)
         self._by_row = scipy.sparse.csc_matrix((self._data, self._rows, self._indptr), shape=shape).tocsr()
-        n = len(texts)
-        df: dict[str, int] = {}
-        for t in texts:
-            for tok in set(t.tokens):
-                df[tok] = df.get(tok, 0) + 1
-        self.idf = {tok: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for tok, c in df.items()}
+        tokens = list(self.vocab)  # by id
+        by_count = {c: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for c in distinct.tolist()}
+        self.idf = {tokens[t]: by_count[c] for t, c in zip(present.tolist(), counts.tolist(), strict=True)}
+
+    def _token_ids_of(self, texts: list[IndexedText]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's token ids, one after the other, and where each text's start (``len + 1``);
+        called before ``row_ids`` moves on to ``texts``.
+
+        A text indexed before with the same token tuple has its ids copied from the last build; only
+        new or re-analysed texts are looked up in (and add to) the vocabulary.
+        """
+        vocab = self.vocab
+        old_row = {tid: r for r, tid in enumerate(self.row_ids.tolist())} if self._row_tokens else {}
+        src = np.empty(len(texts), dtype=np.int64)  # where the row's ids start in `pool`
+        lengths = np.empty(len(texts), dtype=np.int64)
+        fresh: list[int] = []
+        base = self._ids.size
+        for i, t in enumerate(texts):
+            r = old_row.get(t.id)
+            lengths[i] = len(t.tokens)
+            if r is not None and self._row_tokens[r] is t.tokens:
+                src[i] = self._ids_start[r]
+            else:
+                src[i] = base + len(fresh)
+                fresh.extend(vocab.setdefault(tok, len(vocab)) for tok in t.tokens)
+        pool = np.concatenate((self._ids, np.array(fresh, dtype=np.int32)))
+        start = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        # position k of row i comes from pool[src[i] + k], without a Python loop over rows
+        ids = pool[np.repeat(src - start[:-1], lengths) + np.arange(int(start[-1]))]
+        self._ids, self._ids_start = ids, start
+        self._row_tokens = [t.tokens for t in texts]
+        return ids, start
 
     def token_ids(self, tokens: list[str]) -> np.ndarray:
         """The query's known tokens as ids, in order, repeats kept (a repeated token counts twice)."""
@@ -258,10 +312,13 @@ class LexicalIndex:
 
     def scores(self, tokens: list[str]) -> np.ndarray:
         """BM25 score of every indexed text, aligned with ``row_ids``."""
-        known = [t for t in tokens if t in self.vocab]
-        if self.bm25 is None or not known:
-            return np.zeros(len(self.row_ids), dtype=np.float32)
-        scores = np.asarray(self.bm25.get_scores(known), dtype=np.float32)
+        ids = self.token_ids(tokens)
+        scores = np.zeros(len(self.row_ids), dtype=np.float32)
+        if not self.built or not ids.size:
+            return scores
+        for t in ids.tolist():  # bm25s's get_scores: token by token, in the query's order
+            a, b = self._indptr[t], self._indptr[t + 1]
+            np.add.at(scores, self._rows[a:b], self._data[a:b])
         if self._weighted_from is None:
             return scores * self.row_weights
         tail = self._weighted_from
@@ -276,7 +333,7 @@ class LexicalIndex:
         Past that, the rows of the rarest tokens whose postings fit ``budget``, and the rows ``also``
         (e.g. the texts the dense search found)."""
         ids = self.token_ids(tokens)
-        if self.bm25 is None or ids.size == 0:
+        if not self.built or ids.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), True
         uniq = np.unique(ids)
         starts, ends = self._indptr[uniq], self._indptr[uniq + 1]

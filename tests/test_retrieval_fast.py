@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import bm25s
 import numpy as np
 import pytest
 
 from eval.bench import base_entries, generate_kb, write_jsonl
 from knowledge.embedding import SentenceTransformerEmbedder
-from knowledge.index import KnowledgeIndex, current_revision
+from knowledge.index import IndexedText, KnowledgeIndex, LexicalIndex, current_revision
 from knowledge.io import read_snippets
 from knowledge.model import Snippet, SnippetFilter
 from knowledge.retriever import Hit, HybridRetriever, RetrievalConfig, _QueryWeights
@@ -285,3 +287,76 @@ def test_kb_model_shares_the_kb_analyzer_only_when_it_segments_alike(demo_model_
     assert emb.share_analyzer(same) is True and emb.analyzer is same
     np.testing.assert_array_equal(emb.encode_query("運費險怎麼理賠"), before)
     assert same.cached_tokens.cache_info().currsize >= 1  # the query's tokens are there for BM25
+
+
+def _bm25s_reference(
+    texts: list[IndexedText], k1: float = 1.2, b: float = 0.75
+) -> tuple[Any, dict[str, int]]:
+    """bm25s built the way the index used to build it: a fresh vocabulary in order of appearance."""
+    vocab: dict[str, int] = {}
+    docs = [[vocab.setdefault(tok, len(vocab)) for tok in t.tokens] for t in texts]
+    bm = bm25s.BM25(k1=k1, b=b)
+    bm.index(bm25s.tokenization.Tokenized(ids=docs, vocab=vocab), show_progress=False)
+    return bm, vocab
+
+
+def _assert_same_as_bm25s(lexical: LexicalIndex, texts: list[IndexedText], queries: list[list[str]]) -> None:
+    bm, vocab = _bm25s_reference(texts)
+    data, indices, indptr = bm.scores["data"], bm.scores["indices"], bm.scores["indptr"]
+    for tok, j in vocab.items():  # every token's postings: the same rows, the same float32 bits
+        mine = lexical.vocab.get(tok)
+        if mine is None:  # bm25s adds "" to the vocabulary it is given, past its postings
+            assert tok == "" and j == indptr.size - 1
+            continue
+        a, b = lexical._indptr[mine], lexical._indptr[mine + 1]
+        assert lexical._rows[a:b].tolist() == indices[indptr[j] : indptr[j + 1]].tolist(), tok
+        assert (
+            lexical._data[a:b].view(np.uint32).tolist()
+            == data[indptr[j] : indptr[j + 1]].view(np.uint32).tolist()
+        )
+    gone = set(lexical.vocab) - set(vocab)  # tokens no text has any more: no postings
+    assert all(lexical._indptr[lexical.vocab[t]] == lexical._indptr[lexical.vocab[t] + 1] for t in gone)
+    n = len(texts)
+    df: dict[str, int] = {}
+    for t in texts:
+        for tok in set(t.tokens):
+            df[tok] = df.get(tok, 0) + 1
+    assert lexical.idf == {tok: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for tok, c in df.items()}
+    for q in queries:
+        known = [t for t in q if t in vocab]
+        if not known:
+            continue
+        expected = np.asarray(bm.get_scores(known), dtype=np.float32) * lexical.row_weights
+        assert lexical.scores(q).view(np.uint32).tolist() == expected.view(np.uint32).tolist(), q
+
+
+def test_lexical_index_is_bm25s_bit_for_bit_before_and_after_edits(demo_snippets: list[Snippet]) -> None:
+    """The numpy build gives bm25s's postings and scores exactly, also when a rebuild reuses the token
+    ids of unchanged texts (rows removed, added and moved; a text re-analysed into other tokens)."""
+    base, _ = base_entries(None)
+    snippets = [*demo_snippets, *(Snippet.from_dict(r) for r in generate_kb(400, seed=5, base=base))]
+    analyzer = Analyzer("wcb")
+    texts = [
+        IndexedText(i, s.id, fld, txt, tuple(analyzer.tokens(txt)))
+        for i, (s, (fld, txt)) in enumerate((s, ft) for s in snippets for ft in s.texts())
+    ]
+    queries = [
+        analyzer.tokens(q) for q in ("请问怎么申请退货？", "空气炸锅保修多久", "发票发票怎么开", "你好")
+    ]
+    lexical = LexicalIndex()
+    lexical.build(texts)
+    _assert_same_as_bm25s(lexical, texts, queries)
+    # an edit: some texts gone, some new (with tokens never seen), the rest moved; one re-analysed
+    kept = texts[50:][::-1]
+    new = [
+        IndexedText(10_000 + i, "new", "question", f"全新问题{i}", ("全新", "问题", f"词{i}"))
+        for i in range(30)
+    ]
+    moved = kept[:5] + new + kept[5:]
+    moved[0] = IndexedText(moved[0].id, moved[0].snippet_id, moved[0].field, "改", ("改", "过", "了"))
+    lexical.build(moved)
+    _assert_same_as_bm25s(lexical, moved, [*queries, ["全新", "词3", "改"]])
+    lexical.build([])
+    assert (
+        lexical.scores(queries[0]).size == 0 and lexical.search(queries[0], exact=10, budget=10)[0].size == 0
+    )
