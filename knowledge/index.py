@@ -247,11 +247,19 @@ class LexicalIndex:
             return
         n_vocab = len(self.vocab)
         # (token, row) pairs sorted by token, then row, as bm25s lays out its postings, with counts.
-        key = ids.astype(np.int64) * n + np.repeat(np.arange(n, dtype=np.int64), lengths)
+        # Temporaries are freed as soon as possible: at 100,000 snippets each is 40-80 MB.
+        key = ids.astype(np.int64)
+        key *= n
+        key += np.repeat(np.arange(n, dtype=np.int64), lengths)
         key.sort()
-        head = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        tf = np.diff(np.r_[head, key.size]).astype(np.float64)
-        tok, row = np.divmod(key[head], n)
+        head = np.empty(key.size, dtype=bool)
+        head[0] = True
+        np.not_equal(key[1:], key[:-1], out=head[1:])
+        at = np.flatnonzero(head)
+        del head
+        tf = np.diff(np.append(at, key.size)).astype(np.float64)
+        tok, row = np.divmod(key[at], n)
+        del key, at
         df = np.bincount(tok, minlength=n_vocab)
         # bm25s's arithmetic, operation for operation: IDF with math.log in float64, stored as float32;
         # the length part in float64 with the mean length of an int array; the product rounded once.
@@ -264,8 +272,16 @@ class LexicalIndex:
         )[where]
         avg_len = lengths.mean()
         norm = self.k1 * ((1 - self.b) + self.b * lengths.astype(np.float64) / avg_len)
-        self._data = (idf32[tok].astype(np.float64) * (tf / (norm[row] + tf))).astype(np.float32)
+        score = norm[row]  # float64: k1 * (1 - b + b * len / avg) + tf, then tf / that, times idf
+        score += tf
+        np.divide(tf, score, out=score)
+        del tf
+        score *= idf32[tok]
+        del tok
+        self._data = score.astype(np.float32)
+        del score
         self._rows = row.astype(np.int32)
+        del row
         self._indptr = np.zeros(n_vocab + 1, dtype=np.int64)
         np.cumsum(df, out=self._indptr[1:])
         self.built = True
@@ -286,7 +302,8 @@ class LexicalIndex:
         old_row = {tid: r for r, tid in enumerate(self.row_ids.tolist())} if self._row_tokens else {}
         src = np.empty(len(texts), dtype=np.int64)  # where the row's ids start in `pool`
         lengths = np.empty(len(texts), dtype=np.int64)
-        fresh: list[int] = []
+        fresh: list[IndexedText] = []
+        n_fresh = 0
         base = self._ids.size
         for i, t in enumerate(texts):
             r = old_row.get(t.id)
@@ -294,9 +311,17 @@ class LexicalIndex:
             if r is not None and self._row_tokens[r] is t.tokens:
                 src[i] = self._ids_start[r]
             else:
-                src[i] = base + len(fresh)
-                fresh.extend(vocab.setdefault(tok, len(vocab)) for tok in t.tokens)
-        pool = np.concatenate((self._ids, np.array(fresh, dtype=np.int32)))
+                src[i] = base + n_fresh
+                n_fresh += len(t.tokens)
+                fresh.append(t)
+        del old_row
+        new_ids = np.fromiter(  # straight into int32, not a list of ten million ints first
+            (vocab.setdefault(tok, len(vocab)) for t in fresh for tok in t.tokens),
+            dtype=np.int32,
+            count=n_fresh,
+        )
+        pool = np.concatenate((self._ids, new_ids)) if base else new_ids
+        del new_ids
         start = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=start[1:])
         # position k of row i comes from pool[src[i] + k], without a Python loop over rows
