@@ -194,8 +194,8 @@ class LexicalIndex:
     the rows that contain it and their scores), exactly the arrays bm25s builds (a test compares
     them bit for bit). Building them is vectorised and reuses each unchanged text's token ids, so a
     KB edit at 100,000 snippets re-indexes in seconds, not the 20 s that bm25s's per-text Python
-    loops took while every search of the worker waited (docs/benchmarks.md). The vocabulary only
-    grows: a token no text has any more keeps its id with no postings.
+    loops took while every search of the worker waited (docs/benchmarks.md). Tokens are numbered by
+    first appearance, as bm25s numbers them: after any edits the index equals a fresh build.
 
     Summing whole postings costs as many additions as the query's tokens have postings: at 100,000
     snippets a question's common characters (我, 的, 吗) touch over a million, and every row with one
@@ -326,6 +326,21 @@ class LexicalIndex:
         np.cumsum(lengths, out=start[1:])
         # position k of row i comes from pool[src[i] + k], without a Python loop over rows
         ids = pool[np.repeat(src - start[:-1], lengths) + np.arange(int(start[-1]))]
+        del pool
+        # Number the tokens as a fresh build does: by first appearance in the current texts. Tokens
+        # no text has any more drop out, and the index is the same as a fresh build's whatever edits
+        # came before (the budgeted search breaks ties between equally rare tokens by id).
+        size = len(vocab)
+        first = np.full(size, ids.size, dtype=np.int64)
+        np.minimum.at(first, ids, np.arange(ids.size, dtype=np.int64))
+        seen = np.flatnonzero(first < ids.size)
+        in_order = seen[np.argsort(first[seen])]  # first positions differ: no ties
+        if in_order.size != size or not np.array_equal(in_order, np.arange(size)):
+            remap = np.zeros(size, dtype=np.int32)
+            remap[in_order] = np.arange(in_order.size, dtype=np.int32)
+            ids = remap[ids]
+            by_id = list(vocab)
+            self.vocab = {by_id[i]: new for new, i in enumerate(in_order.tolist())}
         self._ids, self._ids_start = ids, start
         self._row_tokens = [t.tokens for t in texts]
         return ids, start
