@@ -602,12 +602,14 @@ class Store:
                 "dim": int(v.shape[0]),
                 "vector": v.astype(np.float32).tobytes(),
             }
-            for h, v in vectors.items()
+            for h, v in sorted(vectors.items())
             if h not in have
         ]
         if rows:
             # Replicas that start together on a new database embed the same texts at the same time:
             # a row another one stored since the check above is the same vector, so it is skipped.
+            # Rows go in key order, so that two such inserts on PostgreSQL wait for each other
+            # instead of deadlocking (each holding a key the other needs).
             with writing(self.engine) as conn:
                 conn.execute(_insert_skipping_existing(conn, t.embeddings), rows)
 
