@@ -295,6 +295,8 @@ class LexicalIndex:
         shape = (n, n_vocab)
         self._by_row = scipy.sparse.csc_matrix((self._data, self._rows, self._indptr), shape=shape).tocsr()
         tokens = list(self.vocab)  # by id
+        # The confidence's IDF keeps numpy's log, as before (the postings use math.log, as bm25s):
+        # the two may differ in the last bit, and each side stays what it was.
         by_count = {c: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for c in distinct.tolist()}
         self.idf = {tokens[t]: by_count[c] for t, c in zip(present.tolist(), counts.tolist(), strict=True)}
 
@@ -359,7 +361,9 @@ class LexicalIndex:
 
     def scores(self, tokens: list[str]) -> np.ndarray:
         """BM25 score of every indexed text, aligned with ``row_ids``."""
-        ids = self.token_ids(tokens)
+        return self._scores_of(self.token_ids(tokens))
+
+    def _scores_of(self, ids: np.ndarray) -> np.ndarray:
         scores = np.zeros(len(self.row_ids), dtype=np.float32)
         if not self.built or not ids.size:
             return scores
@@ -386,7 +390,7 @@ class LexicalIndex:
         starts, ends = self._indptr[uniq], self._indptr[uniq + 1]
         sizes = ends - starts
         if int(sizes.sum()) <= exact:
-            scores = self.scores(tokens)
+            scores = self._scores_of(ids)
             rows = np.flatnonzero(scores > 0)
             return rows, scores[rows], True
         order = np.argsort(sizes, kind="stable")
