@@ -5,13 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import create_db_engine
 from suggest.storage import ROLES, SuggestStore
 
-DEMO_KEY_FILE = Path("var/demo-admin.key")
+DEMO_KEY_NAME = "demo-admin.key"
+
+
+def demo_key_file(database_url: str) -> Path:
+    """Where ``kefu keys demo`` keeps the demo key of a database: ``KEFU_DEMO_KEY_FILE`` if set; beside
+    a SQLite database file (``var/kefu.db`` -> ``var/demo-admin.key``); else under ``var/`` with the
+    server and database in its name. One file per database: a key is only valid in its own."""
+    explicit = os.environ.get("KEFU_DEMO_KEY_FILE", "").strip()
+    if explicit:
+        return Path(explicit)
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent / DEMO_KEY_NAME
+    where = "-".join(str(x) for x in (url.host, url.port, url.database) if x) or url.get_backend_name()
+    return Path("var") / f"demo-admin-{re.sub(r'[^A-Za-z0-9_.-]+', '_', where)}.key"
 
 
 def add_keys_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,23 +66,23 @@ def run_keys(args: argparse.Namespace) -> int:
             store.revoke_key(args.id)
             print(f"已吊销 / revoked {args.id}")
         else:
-            return _demo(store, args.port)
+            return _demo(store, args.port, demo_key_file(KnowledgeSettings().database_url))
     finally:
         engine.dispose()
     return 0
 
 
-def _demo(store: SuggestStore, port: int) -> int:
-    key = DEMO_KEY_FILE.read_text("utf-8").strip() if DEMO_KEY_FILE.exists() else ""
+def _demo(store: SuggestStore, port: int, key_file: Path) -> int:
+    key = key_file.read_text("utf-8").strip() if key_file.exists() else ""
     if not key or store.verify_key(key) is None:
         key, _ = store.create_key("admin", "demo admin (make serve)")
-        DEMO_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
-        DEMO_KEY_FILE.write_text(key + "\n", "utf-8")
-        DEMO_KEY_FILE.chmod(0o600)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key + "\n", "utf-8")
+        key_file.chmod(0o600)
     base = f"http://127.0.0.1:{port}"
     body = '{"conversation_id": "demo-1", "customer_message": "请问怎么申请退货？"}'
     print(
-        "\n演示管理员密钥 / demo admin key (saved in var/demo-admin.key):\n"
+        f"\n演示管理员密钥 / demo admin key (saved in {key_file}):\n"
         f"  {key}\n"
         "浏览器里打开坐席工作台（一键登录，密钥只留在该标签页）/ open the agent console (signs you in; the key\n"
         "stays in that browser tab only):\n"
