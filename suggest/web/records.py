@@ -7,7 +7,9 @@ default ``var/eval``); the page shows its headline figures and the full report i
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,30 +25,96 @@ from suggest.web.common import RECORD_READERS, render
 from suggest.workflow import Workflow
 from suggest.workflow_api import _day_bounds
 
-MAX_FIGURES = 60
-
 
 def eval_dir() -> Path:
     """Where ``make eval`` writes the latest report (``KEFU_EVAL_DIR``, default ``var/eval``)."""
     return Path(os.environ.get("KEFU_EVAL_DIR") or "var/eval")
 
 
-def headline_figures(report: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """The report's numbers and short strings as (dotted path, value), whatever its exact layout."""
-    out: list[tuple[str, Any]] = []
-    if isinstance(report, dict):
-        for k, v in report.items():
-            out += headline_figures(v, f"{prefix}{k}.")
-    elif isinstance(report, list):
-        if all(not isinstance(x, dict | list) for x in report) and len(report) <= 8:
-            out.append((prefix.rstrip("."), ", ".join(str(x) for x in report)))
-    elif isinstance(report, bool) or report is None:
-        out.append((prefix.rstrip("."), report))
-    elif isinstance(report, int | float):
-        out.append((prefix.rstrip("."), round(report, 4) if isinstance(report, float) else report))
-    elif isinstance(report, str) and len(report) <= 80:
-        out.append((prefix.rstrip("."), report))
-    return out[:MAX_FIGURES] if not prefix else out
+#: The metrics an evaluator looks at first, in this order, with their names in both languages (the
+#: report's descriptions are English); any other metric follows under its own name.
+HEADLINE: dict[str, tuple[str, str]] = {
+    "replies_clean": ("完全合规的回复", "replies that break no norm"),
+    "error_rule_pass": ("无严重违规的回复", "replies that break no error-level norm"),
+    "groundedness": ("有据可查", "groundedness"),
+    "hit@1": ("首位命中", "hit@1"),
+    "hit@5": ("前五命中", "hit@5"),
+    "citation_hit": ("引用命中", "citation hit"),
+    "escalation_precision": ("转交精确率", "escalation precision"),
+    "escalation_recall": ("转交召回率", "escalation recall"),
+    "intent_accuracy": ("意图准确率", "intent accuracy"),
+    "routing_accuracy": ("分派准确率", "routing accuracy"),
+    "char_f1": ("字符 F1（对照参考回复）", "char F1 (vs. the reference reply)"),
+    "rouge_l": ("ROUGE-L（对照参考回复）", "ROUGE-L (vs. the reference reply)"),
+    "latency_ms": ("单次建议耗时 p50（毫秒）", "latency p50 (ms)"),
+    "response_s": ("回复用时 p50（秒）", "response time p50 (s)"),
+    "first_response_s": ("首次响应 p50（秒）", "first response p50 (s)"),
+}
+KINDS = {"drafts": ("草稿质量", "draft quality"), "transcripts": ("会话质检", "transcript inspection")}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One metric of the report as the page shows it."""
+
+    name: str
+    label_zh: str
+    label_en: str
+    value: str
+    change: str  # against the report's baseline, "" without one
+    better: int  # 1 improved, -1 worse, 0 same or unknown
+    reason: str
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _fmt(v: float | None, name: str) -> str:
+    if v is None:
+        return "n/a"
+    if name.endswith(("_ms", "_s")):
+        return f"{v:.1f}"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def _figure(name: str, m: dict[str, Any]) -> Figure:
+    zh, en = HEADLINE.get(name, (name, name))
+    if name.startswith("norms."):
+        zh, en = f"规范 {name.removeprefix('norms.')}", f"norm {name.removeprefix('norms.')}"
+    delta = _number(m.get("delta"))
+    change, better = "", 0
+    if delta is not None:
+        change = "±0" if abs(delta) < 1e-9 else ("+" if delta > 0 else "−") + _fmt(abs(delta), name)
+        if abs(delta) >= 1e-9:
+            better = 1 if (delta > 0) == bool(m.get("higher_is_better", True)) else -1
+    return Figure(name, zh, en, _fmt(_number(m.get("value")), name), change, better, str(m.get("reason", "")))
+
+
+def eval_summary(report: Any) -> dict[str, Any]:
+    """The headline of a ``report.json``: what was run, when, on how many cases, and every metric
+    formatted (the headline ones first, the per-rule norms after), with its change against the
+    baseline when the run had one. A file that is not an evaluation report gives ``problem``."""
+    metrics = report.get("metrics") if isinstance(report, dict) else None
+    if not isinstance(metrics, dict):
+        return {"problem": "report.json has no metrics"}
+    ordered = [n for n in HEADLINE if n in metrics]
+    ordered += [n for n in metrics if n not in HEADLINE and not n.startswith("norms.")]
+    cases = report.get("cases")
+    baseline = report.get("baseline")
+    return {
+        "title": str(report.get("title") or ""),
+        "kind": KINDS.get(str(report.get("kind")), (str(report.get("kind") or ""),) * 2),
+        "created_at": report.get("created_at"),
+        "machine": str(report.get("machine") or ""),
+        "cases": len(cases) if isinstance(cases, list) else None,
+        "failing": len(report["failing"]) if isinstance(report.get("failing"), list) else None,
+        "baseline": baseline.get("path") if isinstance(baseline, dict) else None,
+        "headline": [_figure(n, metrics[n]) for n in ordered if isinstance(metrics[n], dict)],
+        "norms": [
+            _figure(n, m) for n, m in metrics.items() if n.startswith("norms.") and isinstance(m, dict)
+        ],
+    }
 
 
 class RecordsFragments(Controller):
@@ -78,7 +146,8 @@ class RecordsFragments(Controller):
         )
 
     @get("/eval", sync_to_thread=True)
-    def evaluation(self, request: Request[Any, Any, Any], workflow: NamedDependency[Workflow]) -> Template:
+    def evaluation(self, request: Request[Any, Any, Any]) -> Template:
+        """The latest report's headline: its metrics, not its raw JSON."""
         folder = eval_dir()
         path = folder / "report.json"
         report = None
@@ -88,16 +157,16 @@ class RecordsFragments(Controller):
                 report = json.loads(path.read_text("utf-8"))
             except (OSError, ValueError) as e:
                 problem = str(e)
+        summary = eval_summary(report) if report is not None else {}
         return render(
             request,
             "fragments/eval.html",
             folder=str(folder),
-            figures=headline_figures(report) if report is not None else [],
+            summary=summary,
             found=report is not None,
-            problem=problem,
+            problem=problem or summary.get("problem"),
             has_html=(folder / "report.html").exists(),
             written=datetime.fromtimestamp(path.stat().st_mtime, UTC) if report is not None else None,
-            zone=workflow.norms.hours.zone,
         )
 
     @get("/eval/report.html", sync_to_thread=True)
