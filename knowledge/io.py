@@ -585,7 +585,7 @@ def _validate_all(records: list[_Record], problems: _Problems, default_status: s
                 problems.add(
                     record.where("id"),
                     "id",
-                    f"编号“{sid}”重复：{_loc_zh(earlier.where('id'))}已使用该编号{hint_zh}；每条知识的编号必须唯一",
+                    f"编号“{sid}”重复：{location_zh(earlier.where('id'))}已使用该编号{hint_zh}；每条知识的编号必须唯一",
                     f"duplicate id '{sid}': already used at {earlier.where('id')}{hint_en}; "
                     "every snippet needs its own id",
                 )
@@ -1087,7 +1087,7 @@ def _md_section(lines: list[str], start: int, end: int, problems: _Problems) -> 
                         where,
                         canon,
                         f"“{key}”在这条知识中出现了多次"
-                        f"（先在{_loc_zh(record.field_locations[canon])}），请只保留一个",
+                        f"（先在{location_zh(record.field_locations[canon])}），请只保留一个",
                         f"'{key}' is given more than once for this snippet (first at "
                         f"{record.field_locations[canon]}); keep only one",
                     )
@@ -1264,7 +1264,7 @@ def _clean(s: str) -> str:
     return _unify_newlines(s).strip()
 
 
-def _loc_zh(location: str) -> str:
+def location_zh(location: str) -> str:
     """A location ("line 3", "sheet 'x', row 7") in Chinese, for Chinese messages."""
     m = re.fullmatch(r"(?:sheet '(.*)', )?(?:line|row) (\d+)", location)
     if not m:

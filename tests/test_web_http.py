@@ -131,14 +131,34 @@ def test_evaluation_report_is_shown_when_present(
     assert r.status_code == 200 and 'data-eval="none"' in r.text and "make eval" in r.text
     assert env.call("GET", "/ui/records/eval/report.html", "evaluator").status_code == 404
     report = {
-        "retrieval": {"recall@5": 0.9123456, "mrr": 0.8},
-        "norms": {"violations": 3},
-        "run": "2026-11-26",
+        "kind": "drafts",
+        "title": "kefu eval drafts",
+        "created_at": "2026-11-26T02:00:00+00:00",
+        "machine": "2 cores",
+        "metrics": {
+            "hit@1": {"value": 0.9123456, "reason": "93/101", "delta": 0.02, "higher_is_better": True},
+            "latency_ms": {"value": 41.27, "reason": "p50", "delta": 3.5, "higher_is_better": False},
+            "norms.greeting": {"value": 1.0, "reason": "101/101"},
+            "groundedness": {"value": None, "reason": "no case applies"},
+        },
+        "baseline": {"path": "old/report.json"},
+        "figures": {"rules": [{"rule": "greeting", "value": 1.0}]},
+        "cases": [{"id": f"c{i}", "text": "x" * 500} for i in range(101)],
+        "failing": [],
     }
     (tmp_path / "report.json").write_text(json.dumps(report), "utf-8")
     (tmp_path / "report.html").write_text("<h1>评测报告</h1><script>alert(1)</script>", "utf-8")
     r = env.call("GET", "/ui/records/eval", "agent")
-    assert 'data-eval="found"' in r.text and "retrieval.recall@5" in r.text and "0.9123" in r.text
+    assert 'data-eval="found"' in r.text
+    # The headline metrics, named and formatted, with their change; not the report's flattened keys.
+    assert "首位命中" in r.text and "0.912" in r.text and "+0.020" in r.text
+    assert 'data-metric="latency_ms"' in r.text and "41.3" in r.text and "+3.5" in r.text
+    assert r.text.index('data-metric="hit@1"') < r.text.index('data-metric="norms.greeting"')
+    assert "n/a" in r.text  # groundedness did not apply: n/a, never 0
+    assert "101 个用例" in r.text and "11-26 10:00" in r.text  # run at 02:00 UTC = 10:00 Beijing
+    assert "cases.0" not in r.text and "xxxxx" not in r.text
+    en = env.call("GET", "/ui/records/eval", "agent", cookies={"kefu_lang": "en"})
+    assert "hit@1" in en.text and "首位命中" not in en.text and "101 cases" in en.text
     assert "open-report" in r.text
     html = env.call("GET", "/ui/records/eval/report.html", "evaluator")
     assert html.status_code == 200 and "评测报告" in html.text
@@ -152,11 +172,31 @@ def test_keys_demo_prints_the_console_link(
     from suggest.cli import main
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KEFU_DATABASE_URL", f"sqlite:///{tmp_path / 'kefu.db'}")
+    monkeypatch.delenv("KEFU_DEMO_KEY_FILE", raising=False)
+    (tmp_path / "db").mkdir()
+    monkeypatch.setenv("KEFU_DATABASE_URL", f"sqlite:///{tmp_path / 'db' / 'kefu.db'}")
     assert main(["keys", "demo", "--port", "8123"]) == 0
     out = capsys.readouterr().out
-    key = (tmp_path / "var" / "demo-admin.key").read_text("utf-8").strip()
+    # Beside the configured database, not ./var whatever the database is.
+    assert not (tmp_path / "var").exists()
+    key = (tmp_path / "db" / "demo-admin.key").read_text("utf-8").strip()
+    assert str(tmp_path / "db" / "demo-admin.key") in out
     assert f"http://127.0.0.1:8123/console#key={key}" in out
     assert "http://127.0.0.1:8123/kb" in out and "http://127.0.0.1:8123/records" in out
     assert main(["keys", "demo", "--port", "8123"]) == 0  # the same key the second time
     assert f"/console#key={key}" in capsys.readouterr().out
+
+
+def test_the_demo_key_file_belongs_to_its_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    from suggest.keys_cli import demo_key_file
+
+    monkeypatch.delenv("KEFU_DEMO_KEY_FILE", raising=False)
+    assert demo_key_file("sqlite:///var/kefu.db") == Path("var/demo-admin.key")  # make serve's default
+    assert demo_key_file("sqlite:////srv/kefu/prod.db") == Path("/srv/kefu/demo-admin.key")
+    pg = demo_key_file("postgresql+psycopg://root:secret@127.0.0.1:5432/kefu")
+    assert pg == Path("var/demo-admin-127.0.0.1-5432-kefu.key") and "secret" not in str(pg)
+    assert demo_key_file("postgresql+psycopg://root@db1/kefu") != demo_key_file(
+        "postgresql+psycopg://root@db2/kefu"
+    )
+    monkeypatch.setenv("KEFU_DEMO_KEY_FILE", "/tmp/x.key")
+    assert demo_key_file("sqlite:///var/kefu.db") == Path("/tmp/x.key")

@@ -74,14 +74,22 @@ def test_editor_adds_a_similar_question_and_the_search_now_hits_it(page: Any, en
     assert "相似问" in top.locator("td.matched").inner_text()
     assert top.locator(".conf-high").count() == 1
 
-    # The hit-testing table adds a tested query to a hit in one click.
+    # The hit-testing table adds a tested query to a hit in one click, and the results stay on screen.
     query2 = "纸质凭据能邮寄吗"
     hits = search(page, query2)
+    shown = hits.count()
     row = page.locator("#search-results tr[data-hit='faq-invoice-electronic']")
     assert row.locator("[data-matched]").inner_text() != query2
     row.locator("button", has_text="加为相似问").click()
-    page.wait_for_selector("#snippet-editor [data-editing='faq-invoice-electronic'] .flash.ok")
-    assert query2 in page.locator("#snippet-editor textarea[name=similar_questions]").input_value()
+    row.locator("[data-similar-added='faq-invoice-electronic']").wait_for()
+    assert page.locator("#tab-search").is_visible() and hits.count() == shown
+    assert query2 in env.kb.store.get("faq-invoice-electronic").similar_questions
+    # The scores read on one scale: confidence 0-1, the rank score relative to the first hit.
+    confidences = [
+        float(c) for c in hits.locator("td.conf").evaluate_all("els => els.map(e => e.dataset.confidence)")
+    ]
+    assert all(0 <= c <= 1 for c in confidences)
+    assert hits.first.locator("td.rank").inner_text() == "100%"
     hits = search(page, query2)
     assert hits.first.get_attribute("data-hit") == "faq-invoice-electronic"
     assert hits.first.locator("[data-matched]").inner_text() == query2
@@ -119,7 +127,9 @@ def test_create_publish_archive_and_the_history_diff(page: Any, env: WebEnv) -> 
     answer_diff = history.locator("li[data-version='2'] .difftext")
     assert answer_diff.locator("del").inner_text() == "免费"
     assert answer_diff.locator("ins").inner_text() == "收费5元"
-    assert "archived" in history.locator("li[data-version='4'] ins").inner_text()
+    assert "已归档" in history.locator("li[data-version='4'] ins").inner_text()  # labels, not codes
+    assert "status" not in history.locator("li[data-version='4']").inner_text()
+    assert "key:" not in history.inner_text() and "editor-1" in history.inner_text()  # one display name
     history.scroll_into_view_if_needed()
     screenshot(page, "kb-history")
 
@@ -159,7 +169,8 @@ def test_import_shows_every_problem_by_line_and_imports_nothing(
     page.locator("#tab-import button[type=submit]").click()
     page.wait_for_selector("#import-result [data-import='failed']")
     locations = page.locator("#import-result td.loc").all_inner_texts()
-    assert "line 2" in locations and "line 3" in locations
+    assert "第 2 行" in locations and "第 3 行" in locations  # in the page's language
+    assert "类型" in page.locator("#import-result table").inner_text()
     assert env.kb.store.find("faq-web-import-ok") is None  # any error imports nothing
     screenshot(page, "kb-import")
 
@@ -171,42 +182,76 @@ def test_import_shows_every_problem_by_line_and_imports_nothing(
     assert env.kb.store.get("faq-web-import-ok").answer == good["answer"]
 
 
-def test_candidates_and_gaps_panels_follow_their_endpoints(page: Any, env: WebEnv) -> None:
-    """The panels use the candidates/gaps endpoints (issue 7); where a server lacks them, they say so."""
+def test_import_warns_when_a_new_snippet_repeats_a_published_one(
+    page: Any, env: WebEnv, tmp_path: Path
+) -> None:
+    published = env.kb.store.get("faq-returns-process")
+    assert published.status == "published"
+    twin = {"id": "faq-web-twin", "question": published.question + " ", "answer": "另一种说法的答案。"}
+    fresh = {"id": "faq-web-fresh", "question": "网页导入的全新问题？", "answer": "全新的答案。"}
+    f = tmp_path / "twins.jsonl"
+    f.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in (twin, fresh)) + "\n", "utf-8")
     env.sign_in(page, "editor", "/kb")
-    have_candidates = env.call("GET", "/v1/knowledge/candidates", "editor").status_code != 404
-    have_gaps = env.call("GET", "/v1/knowledge/gaps", "editor").status_code != 404
+    page.locator(".tabs [data-tab='tab-import']").click()
+    page.locator("#tab-import input[type=file]").set_input_files(str(f))
+    page.locator("#tab-import button[type=submit]").click()
+    page.wait_for_selector("#import-result [data-import='ok']")
+    warning = page.locator("#import-result [data-import-duplicates]")
+    assert warning.get_attribute("data-import-duplicates") == "1"  # a warning, naming which one
+    item = warning.locator("li[data-duplicate='faq-web-twin']")
+    assert (
+        item.get_attribute("data-of") == "faq-returns-process" and "faq-returns-process" in item.inner_text()
+    )
+    assert env.kb.store.get("faq-web-twin").question.strip() == published.question  # imported all the same
+    assert env.kb.store.find("faq-web-fresh") is not None
 
-    if have_candidates:
+
+def test_candidates_and_gaps_are_decided_in_the_page(page: Any, env: WebEnv) -> None:
+    """Candidates from an approved reply are accepted in the page; a gap becomes a snippet in one step."""
+    text = "网页候选测试退货怎么弄"
+    r = env.call(
+        "POST", "/v1/suggestions", "agent", json={"conversation_id": "cand-web", "customer_message": text}
+    )
+    assert r.status_code == 201
+    sug = r.json()
+    draft = next(d for d in sug["drafts"] if d["citations"])
+    r = env.call(
+        "POST",
+        f"/v1/suggestions/{sug['id']}/decision",
+        "agent",
+        json={"action": "approve", "draft_id": draft["id"], "agent_id": "agent-1"},
+    )
+    assert r.status_code in (200, 201), r.text
+    target = draft["citations"][0]["snippet_id"]
+    for i in range(2):
         r = env.call(
             "POST",
-            "/v1/knowledge/candidates",
-            "editor",
-            json={"snippet_id": "faq-shipping-time", "text": "网页候选测试怎么发货"},
+            "/v1/suggestions",
+            "agent",
+            json={"conversation_id": f"gap-web-{i}", "customer_message": "可以去你们仓库自提吗"},
         )
-        assert r.status_code in (200, 201), r.text
-    page.locator(".tabs [data-tab='tab-candidates']").click()
-    box = page.locator("#candidates")
-    if have_candidates:
-        page.locator("#cand-status").select_option("accepted")
-        box.locator("li[data-candidate]", has_text="网页候选测试怎么发货").wait_for()
-    else:
-        box.locator("[data-state='not-available']").wait_for()
-        assert "/v1/knowledge/candidates" in box.inner_text()
+        assert r.status_code == 201
 
-    if have_gaps:
-        for i in range(2):
-            r = env.call(
-                "POST",
-                "/v1/suggestions",
-                "agent",
-                json={"conversation_id": f"gap-web-{i}", "customer_message": "可以去你们仓库自提吗"},
-            )
-            assert r.status_code == 201
+    env.sign_in(page, "editor", "/kb")
+    page.locator(".tabs [data-tab='tab-candidates']").click()
+    item = page.locator("#cand-list li[data-candidate-id]", has_text=text)
+    item.wait_for()
+    item.locator(".accept-btn").click()
+    page.locator("#cand-list .flash.ok", has_text=text).wait_for()
+    assert text in env.kb.store.get(target).similar_questions
+    page.locator("#cand-filter select[name=status]").select_option("accepted")
+    page.locator("#cand-list [data-candidates='accepted'] ~ ul li", has_text=text).wait_for()
+    assert "已接受" in page.locator("#cand-list li", has_text=text).inner_text()
+
     page.locator(".tabs [data-tab='tab-gaps']").click()
-    gaps = page.locator("#gaps")
-    if have_gaps:
-        gaps.locator("li[data-gap]", has_text="自提").first.wait_for()
-    else:
-        gaps.locator("[data-state='not-available']").wait_for()
-        assert "/v1/knowledge/gaps" in gaps.inner_text()
+    gap = page.locator("#gap-list li[data-gap-id]", has_text="自提").first
+    gap.wait_for()
+    assert "已转交" in gap.inner_text() or "置信度低" in gap.inner_text()  # reasons as labels
+    assert "escalated" not in gap.inner_text() and "low_confidence" not in gap.inner_text()
+    gap.locator("summary").click()
+    gap.locator("input[name=id]").fill("faq-web-pickup")
+    gap.locator("textarea[name=answer]").fill("暂不支持仓库自提，所有订单均由快递配送。")
+    gap.locator("button[type=submit]").click()
+    page.locator("#gap-list .flash.ok", has_text="faq-web-pickup").wait_for()
+    assert env.kb.store.get("faq-web-pickup").status == "published"
+    assert page.locator("#gap-list li[data-gap-id]", has_text="仓库自提").count() == 0

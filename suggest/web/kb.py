@@ -1,8 +1,10 @@
 """Fragments of the knowledge editor: hit testing, the snippet list and form, publish/archive,
-revision history with a diff, and file import with its problems by line.
+revision history with a diff, file import with its problems by line (and a warning for a new snippet
+that repeats a published one), candidate similar questions and knowledge gaps.
 
-Candidates and knowledge gaps are read from their JSON endpoints by the page itself (kefu.js), so
-the editor works with whichever server it talks to and says plainly when those endpoints are absent.
+Candidates and gaps are rendered here like the rest of the editor (same services as
+``/v1/knowledge/candidates`` and ``/v1/knowledge/gaps``), so their times are in the service's zone and
+their codes are labels in the page's language.
 """
 
 from __future__ import annotations
@@ -19,18 +21,24 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Template
 
+from knowledge.candidates import STATUSES as CANDIDATE_STATUSES
 from knowledge.errors import ImportFailed, ValidationError
+from knowledge.gaps import find_gaps, gap_to_snippet, kb_embedder
 from knowledge.io import FORMATS, detect_format, parse_snippets, snippet_from_dict
 from knowledge.model import KINDS, STATUSES, SnippetFilter
 from knowledge.service import KnowledgeBase
+from knowledge.validate import published_duplicates
 from suggest.auth import allow
 from suggest.http import caller, stale_is_412
 from suggest.knowledge_api import MAX_IMPORT_BYTES
-from suggest.web.common import KB_EDITORS, KB_READERS, render
+from suggest.web.common import KB_EDITORS, KB_LEARNING_READERS, KB_READERS, render
 from suggest.web.diff import field_diffs
 
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 LIST_LIMIT = 200
+CANDIDATES_SHOWN = 50
+GAPS_SHOWN = 20
+GAP_DAYS = 30
 _SPLIT_TAGS = re.compile(r"[,，、;；\s]+")
 
 
@@ -81,6 +89,20 @@ class StatusForm:
 class SimilarForm:
     text: str
     version: int
+    reply: str = "editor"  # "hit": answer with the hit-testing row's confirmation, keeping the results
+
+
+@dataclass
+class CandidateForm:
+    action: str
+    reason: str = ""
+
+
+@dataclass
+class GapSnippetForm:
+    id: str
+    question: str
+    answer: str
 
 
 def _actor(request: Request[Any, Any, Any]) -> str:
@@ -107,7 +129,14 @@ class KnowledgeFragments(Controller):
                 "问题最多 2000 字，k 在 1 到 50 之间", "at most 2000 characters; k from 1 to 50"
             )
         flt = SnippetFilter.hit_testing(any_status=bool(data.any_status))
-        return render(request, "fragments/search.html", result=kb.retriever.search(query, k=data.k, flt=flt))
+        cfg = kb.retriever.config
+        return render(
+            request,
+            "fragments/search.html",
+            result=kb.retriever.search(query, k=data.k, flt=flt),
+            high=cfg.high,
+            medium=cfg.medium,
+        )
 
     @get("/snippets", sync_to_thread=True, guards=[allow(*KB_READERS)])
     def snippets(
@@ -225,15 +254,25 @@ class KnowledgeFragments(Controller):
             )
         current = kb.store.get(snippet_id)
         if text in current.similar_questions or text == current.question:
-            return self._editor(request, current.to_dict(), saved=True)
-        with stale_is_412():
-            saved = kb.store.update(
-                snippet_id,
-                {"similar_questions": [*current.similar_questions, text]},
-                expected_version=data.version,
-                actor=_actor(request),
+            saved, trigger = current, None
+        else:
+            with stale_is_412():
+                saved = kb.store.update(
+                    snippet_id,
+                    {"similar_questions": [*current.similar_questions, text]},
+                    expected_version=data.version,
+                    actor=_actor(request),
+                )
+            trigger = "kefu:kb-changed"
+        if data.reply == "hit":
+            return render(
+                request,
+                "fragments/similar_added.html",
+                snippet=saved,
+                text=text,
+                headers={"HX-Trigger": trigger} if trigger else None,
             )
-        return self._editor(request, saved.to_dict(), saved=True, trigger="kefu:kb-changed")
+        return self._editor(request, saved.to_dict(), saved=True, trigger=trigger)
 
     @get("/snippets/{snippet_id:str}/history", sync_to_thread=True, guards=[allow(*KB_READERS)])
     def history(
@@ -265,20 +304,116 @@ class KnowledgeFragments(Controller):
                 f"file too large (at most {MAX_IMPORT_BYTES // 1024 // 1024} MB)",
             )
         try:
-            report = kb.store.import_snippets(
-                parse_snippets(content, fmt, source=name), actor=_actor(request)
-            )
+            items = parse_snippets(content, fmt, source=name)
+            before = kb.store.list_snippets(status="published")
+            report = kb.store.import_snippets(items, actor=_actor(request))
         except ImportFailed as e:
             return render(request, "fragments/import.html", name=name, problems=e.problems, status_code=422)
+        created = set(report.created)
         return render(
             request,
             "fragments/import.html",
             name=name,
             report=report,
+            duplicates=published_duplicates([s for s in items if s.id in created], before),
             headers={"HX-Trigger": "kefu:kb-changed"},
         )
 
+    @get("/candidates", sync_to_thread=True, guards=[allow(*KB_LEARNING_READERS)])
+    def candidates(
+        self,
+        request: Request[Any, Any, Any],
+        kb: NamedDependency[KnowledgeBase],
+        status: FromQuery[str] = "pending",
+    ) -> Template:
+        """Candidate similar questions from approved replies (pending ones oldest first)."""
+        return self._candidates(request, kb, status)
+
+    @post("/candidates/{candidate_id:int}", sync_to_thread=True, guards=[allow(*KB_EDITORS)], status_code=200)
+    def decide_candidate(
+        self,
+        request: Request[Any, Any, Any],
+        candidate_id: FromPath[int],
+        data: Annotated[CandidateForm, FORM],
+        kb: NamedDependency[KnowledgeBase],
+    ) -> Template:
+        """Accept (the text joins the snippet's similar questions) or reject a candidate."""
+        cands = kb.candidates()
+        reason = data.reason.strip() or None
+        if data.action == "accept":
+            done = cands.accept(candidate_id, actor=_actor(request), reason=reason)
+        elif data.action == "reject":
+            done = cands.reject(candidate_id, actor=_actor(request), reason=reason)
+        else:
+            raise ValidationError("操作必须是接受或拒绝", "action must be accept or reject")
+        return self._candidates(request, kb, "pending", done=done, trigger="kefu:kb-changed")
+
+    @get("/gaps", sync_to_thread=True, guards=[allow(*KB_LEARNING_READERS)])
+    def gaps(self, request: Request[Any, Any, Any], kb: NamedDependency[KnowledgeBase]) -> Template:
+        """Escalated and low-confidence questions grouped by similarity, biggest first."""
+        return self._gaps(request, kb)
+
+    @post("/gaps/{gap_id:str}/snippet", sync_to_thread=True, guards=[allow(*KB_EDITORS)], status_code=200)
+    def gap_snippet(
+        self,
+        request: Request[Any, Any, Any],
+        gap_id: FromPath[str],
+        data: Annotated[GapSnippetForm, FORM],
+        kb: NamedDependency[KnowledgeBase],
+    ) -> Template:
+        """One step from a gap to a published snippet; the gap then leaves the list."""
+        created = gap_to_snippet(
+            kb.store,
+            kb.analyzer,
+            kb_embedder(kb.embedder),
+            gap_id,
+            {"id": data.id.strip(), "question": data.question.strip(), "answer": data.answer.strip()},
+            actor=_actor(request),
+            days=GAP_DAYS,
+        )
+        return self._gaps(request, kb, created=created.id, trigger="kefu:kb-changed")
+
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _candidates(
+        self,
+        request: Request[Any, Any, Any],
+        kb: KnowledgeBase,
+        status: str,
+        *,
+        done: Any = None,
+        trigger: str | None = None,
+    ) -> Template:
+        if status not in CANDIDATE_STATUSES:
+            raise ValidationError(f"未知状态：{status}", f"unknown status {status!r}")
+        items, total = kb.candidates().list(status, limit=CANDIDATES_SHOWN)
+        return render(
+            request,
+            "fragments/candidates.html",
+            headers={"HX-Trigger": trigger} if trigger else None,
+            items=items,
+            total=total,
+            status=status,
+            done=done,
+        )
+
+    def _gaps(
+        self,
+        request: Request[Any, Any, Any],
+        kb: KnowledgeBase,
+        *,
+        created: str | None = None,
+        trigger: str | None = None,
+    ) -> Template:
+        found = find_gaps(kb.store, kb.analyzer, kb_embedder(kb.embedder), days=GAP_DAYS, limit=GAPS_SHOWN)
+        return render(
+            request,
+            "fragments/gaps.html",
+            headers={"HX-Trigger": trigger} if trigger else None,
+            gaps=[g.to_dict() for g in found],
+            days=GAP_DAYS,
+            created=created,
+        )
 
     def _editor(
         self,
