@@ -200,3 +200,31 @@ def test_the_demo_key_file_belongs_to_its_database(monkeypatch: pytest.MonkeyPat
     )
     monkeypatch.setenv("KEFU_DEMO_KEY_FILE", "/tmp/x.key")
     assert demo_key_file("sqlite:///var/kefu.db") == Path("/tmp/x.key")
+
+
+def test_the_import_api_names_new_snippets_that_repeat_published_ones(env: WebEnv) -> None:
+    published = env.kb.store.get("faq-shipping-fee")
+    rows = [
+        {
+            "id": "faq-api-twin",
+            "question": "新的问法",
+            "similar_questions": [published.question.rstrip("？?")],
+            "answer": "另写的答案。",
+        },
+        {"id": "faq-api-alone", "question": "完全不同的新问题？", "answer": "完全不同的答案。"},
+    ]
+    body = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+    r = env.call("POST", "/v1/knowledge/import", "editor", files={"data": ("twins.jsonl", body.encode())})
+    assert r.status_code == 200 and r.json()["created"] == 2  # warned, not refused
+    assert r.json()["duplicates"] == [
+        {
+            "snippet_id": "faq-api-twin",
+            "field": "similar_questions",
+            "text": published.question.rstrip("？?"),
+            "published_id": "faq-shipping-fee",
+            "published_field": "question",
+        }
+    ]
+    # Importing the same file again creates nothing, so it warns about nothing.
+    r = env.call("POST", "/v1/knowledge/import", "editor", files={"data": ("twins.jsonl", body.encode())})
+    assert r.status_code == 200 and r.json()["unchanged"] == 2 and r.json()["duplicates"] == []
