@@ -12,11 +12,11 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 
+from knowledge.duplicates import import_snippets
 from knowledge.errors import ValidationError
 from knowledge.io import FORMATS, detect_format, parse_snippets, snippet_from_dict
 from knowledge.model import CONTENT_FIELDS, KINDS, STATUSES, Snippet, SnippetFilter
 from knowledge.service import KnowledgeBase
-from knowledge.validate import published_duplicates
 from suggest.auth import EDITORS, READERS, allow
 from suggest.http import caller, if_match, stale_is_412
 
@@ -156,8 +156,5 @@ class KnowledgeController(Controller):
                 f"file too large (at most {MAX_IMPORT_BYTES // 1024 // 1024} MB)",
             )
         items = parse_snippets(content, fmt, source=name)
-        published = kb.store.list_snippets(status="published")
-        report = kb.store.import_snippets(items, actor=f"key:{caller(request)}")
-        created = set(report.created)
-        duplicates = published_duplicates([s for s in items if s.id in created], published) if created else []
+        report, duplicates = import_snippets(kb.store, kb.retriever, items, actor=f"key:{caller(request)}")
         return {"file": name, **report.to_dict(), "duplicates": [d.to_dict() for d in duplicates]}

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from knowledge.duplicates import published_duplicates
 from knowledge.model import Snippet
-from knowledge.validate import published_duplicates
 from prompts import default_norms
 from suggest.web.common import fmt_time, hours_text, location, person, time_tag, utc_offset
 from suggest.web.records import eval_summary

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.duplicates import import_snippets
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.model import Snippet
 from tests.web_env import WebEnv, web_env
@@ -228,3 +229,28 @@ def test_the_import_api_names_new_snippets_that_repeat_published_ones(env: WebEn
     # Importing the same file again creates nothing, so it warns about nothing.
     r = env.call("POST", "/v1/knowledge/import", "editor", files={"data": ("twins.jsonl", body.encode())})
     assert r.status_code == 200 and r.json()["unchanged"] == 2 and r.json()["duplicates"] == []
+
+
+def test_a_big_import_compares_with_every_published_snippet(env: WebEnv) -> None:
+    """Past SEARCHED_TEXTS new questions the published snippets are listed instead of searched: the same
+    warnings either way."""
+    shipping = env.kb.store.get("faq-shipping-time")
+    rows = [
+        Snippet(id=f"faq-big-{i}", question=q, answer=f"第{i}条的答案。", status="draft")
+        for i, q in enumerate([shipping.similar_questions[0], "一个从没有人问过的问题"])
+    ]
+    by_search = published_duplicates_of(env, rows, searched_texts=200)
+    for s in rows:
+        env.kb.store.delete(s.id, expected_version=1, actor="test")
+    by_listing = published_duplicates_of(env, rows, searched_texts=0)
+    assert by_search == by_listing == [("faq-big-0", "question", "faq-shipping-time", "similar_questions")]
+
+
+def published_duplicates_of(
+    env: WebEnv, rows: list[Snippet], *, searched_texts: int
+) -> list[tuple[str, ...]]:
+    report, found = import_snippets(
+        env.kb.store, env.kb.retriever, rows, actor="test", searched_texts=searched_texts
+    )
+    assert sorted(report.created) == sorted(s.id for s in rows)
+    return [(d.snippet_id, d.field, d.published_id, d.published_field) for d in found]

@@ -22,12 +22,12 @@ from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Template
 
 from knowledge.candidates import STATUSES as CANDIDATE_STATUSES
+from knowledge.duplicates import import_snippets
 from knowledge.errors import ImportFailed, ValidationError
 from knowledge.gaps import find_gaps, gap_to_snippet, kb_embedder
 from knowledge.io import FORMATS, detect_format, parse_snippets, snippet_from_dict
 from knowledge.model import KINDS, STATUSES, SnippetFilter
 from knowledge.service import KnowledgeBase
-from knowledge.validate import published_duplicates
 from suggest.auth import allow
 from suggest.http import caller, stale_is_412
 from suggest.knowledge_api import MAX_IMPORT_BYTES
@@ -304,18 +304,17 @@ class KnowledgeFragments(Controller):
                 f"file too large (at most {MAX_IMPORT_BYTES // 1024 // 1024} MB)",
             )
         try:
-            items = parse_snippets(content, fmt, source=name)
-            before = kb.store.list_snippets(status="published")
-            report = kb.store.import_snippets(items, actor=_actor(request))
+            report, duplicates = import_snippets(
+                kb.store, kb.retriever, parse_snippets(content, fmt, source=name), actor=_actor(request)
+            )
         except ImportFailed as e:
             return render(request, "fragments/import.html", name=name, problems=e.problems, status_code=422)
-        created = set(report.created)
         return render(
             request,
             "fragments/import.html",
             name=name,
             report=report,
-            duplicates=published_duplicates([s for s in items if s.id in created], before),
+            duplicates=duplicates,
             headers={"HX-Trigger": "kefu:kb-changed"},
         )
 
