@@ -55,12 +55,24 @@ def test_fragments_need_a_key_and_the_right_role(env: WebEnv) -> None:
         ("GET", "/ui/kb/new"): {"editor", "admin"},
         ("GET", "/ui/kb/snippets?q=faq-shipping-fee"): {"agent", "editor", "evaluator", "admin"},
         ("GET", "/ui/records/"): {"agent", "evaluator", "admin"},
+        ("GET", "/ui/kb/candidates"): {"editor", "evaluator", "admin"},
+        ("GET", "/ui/kb/gaps"): {"editor", "evaluator", "admin"},
     }
     for (method, path), roles in allowed.items():
         for role in ("agent", "editor", "evaluator", "admin"):
             r = env.call(method, path, role)
             assert r.status_code == (200 if role in roles else 403), (path, role, r.status_code)
     assert env.call("GET", "/ui/whoami", "evaluator").json() == {"role": "evaluator", "name": "evaluator-1"}
+    # Evaluators read candidates and gaps; only editors and admins decide them.
+    assert env.call("POST", "/ui/kb/candidates/1", "evaluator", data={"action": "accept"}).status_code == 403
+    assert (
+        env.call(
+            "POST", "/ui/kb/gaps/gap-1/snippet", "evaluator", data={"id": "x", "question": "q", "answer": "a"}
+        ).status_code
+        == 403
+    )
+    assert env.call("POST", "/ui/kb/candidates/1", "editor", data={"action": "maybe"}).status_code == 422
+    assert env.call("GET", "/ui/kb/candidates?status=maybe", "editor").status_code == 422
     # Errors are shown in the page's language.
     r = env.call("GET", "/ui/kb/new", "agent", cookies={"kefu_lang": "en"})
     assert r.status_code == 403 and "may not do this" in r.text
