@@ -14,6 +14,7 @@ import pytest
 
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.model import Snippet
+from tests.test_web_console import simulate
 from tests.web_env import WebEnv, screenshot, web_env
 
 pytestmark = pytest.mark.browser
@@ -78,17 +79,6 @@ def assert_zone_in_header(page: Any) -> None:
     assert tz.is_visible()
     assert tz.get_attribute("data-tz") == "Asia/Shanghai" and tz.get_attribute("data-offset") == "UTC+08:00"
     assert "UTC+08:00" in tz.inner_text()
-
-
-def simulate(page: Any, message: str, conversation_id: str, name: str) -> None:
-    form = page.locator(".simulate")
-    if not form.evaluate("d => d.open"):
-        form.locator("summary").click()
-    form.locator("input[name=conversation_id]").fill(conversation_id)
-    form.locator("input[name=customer_name]").fill(name)
-    form.locator("textarea[name=message]").fill(message)
-    form.locator("button[type=submit]").click()
-    page.wait_for_selector(f"#conv-view .conv-head[data-conversation='{conversation_id}'] ~ .drafts .draft")
 
 
 def test_the_console_stacks_at_phone_width_and_shows_service_time(phone: Any, env: WebEnv) -> None:
@@ -157,6 +147,7 @@ def test_the_knowledge_editor_fits_a_phone_and_shows_service_time(
     phone.wait_for_selector(f"#snippet-editor [data-editing='{sid}']")
     updated = phone.locator("#snippet-editor .updated").inner_text()
     saved = env.kb.store.get(sid)
+    assert saved.updated_at is not None
     assert local(saved.updated_at) in updated and utc(saved.updated_at) not in updated
     assert "key:" not in updated and "editor-1" in updated
     phone.locator("#snippet-editor button", has_text="修订历史").click()
