@@ -177,6 +177,10 @@ def test_evaluation_report_is_shown_when_present(
     assert html.status_code == 200 and "评测报告" in html.text
     assert html.headers["content-security-policy"] == "sandbox"  # its scripts never run with the page's key
     assert env.call("GET", "/ui/records/eval", "editor").status_code == 403
+    # A report.json of another shape is named as such, and the full report can still be opened.
+    (tmp_path / "report.json").write_text(json.dumps({"retrieval": {"recall@5": 0.9}}), "utf-8")
+    r = env.call("GET", "/ui/records/eval", "agent")
+    assert 'data-eval="not-a-report"' in r.text and "open-report" in r.text and "recall@5" not in r.text
 
 
 def test_keys_demo_prints_the_console_link(

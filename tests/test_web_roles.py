@@ -103,11 +103,12 @@ def test_an_evaluator_reads_records_but_not_the_console(
     page.wait_for_selector("#records-table [data-records]")
     page.wait_for_selector("#eval [data-eval='none']")
     # After `make eval`: its figures, and the full report in a sandboxed frame.
-    (tmp_path / "report.json").write_text(json.dumps({"retrieval": {"recall@5": 0.91}}), "utf-8")
+    report = {"kind": "drafts", "metrics": {"hit@5": {"value": 0.91, "reason": "91/100"}}}
+    (tmp_path / "report.json").write_text(json.dumps(report), "utf-8")
     (tmp_path / "report.html").write_text("<h1>评测报告</h1><p id='x'>recall@5 0.91</p>", "utf-8")
     page.reload()
     page.wait_for_selector("#eval [data-eval='found']")
-    assert "retrieval.recall@5" in page.locator("#eval").inner_text()
+    assert "前五命中" in page.locator("#eval").inner_text() and "0.910" in page.locator("#eval").inner_text()
     page.locator("#open-report").click()
     page.wait_for_selector("#eval-frame:not([hidden])")
     assert page.frame_locator("#eval-frame").locator("#x").inner_text() == "recall@5 0.91"

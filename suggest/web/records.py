@@ -94,10 +94,10 @@ def _figure(name: str, m: dict[str, Any]) -> Figure:
 def eval_summary(report: Any) -> dict[str, Any]:
     """The headline of a ``report.json``: what was run, when, on how many cases, and every metric
     formatted (the headline ones first, the per-rule norms after), with its change against the
-    baseline when the run had one. A file that is not an evaluation report gives ``problem``."""
+    baseline when the run had one. A file that is not an evaluation report gives ``not_a_report``."""
     metrics = report.get("metrics") if isinstance(report, dict) else None
     if not isinstance(metrics, dict):
-        return {"problem": "report.json has no metrics"}
+        return {"not_a_report": True}
     ordered = [n for n in HEADLINE if n in metrics]
     ordered += [n for n in metrics if n not in HEADLINE and not n.startswith("norms.")]
     cases = report.get("cases")
@@ -164,7 +164,8 @@ class RecordsFragments(Controller):
             folder=str(folder),
             summary=summary,
             found=report is not None,
-            problem=problem or summary.get("problem"),
+            problem=problem,
+            not_a_report=summary.get("not_a_report", False),
             has_html=(folder / "report.html").exists(),
             written=datetime.fromtimestamp(path.stat().st_mtime, UTC) if report is not None else None,
         )
