@@ -211,7 +211,14 @@ def _stamp(conn: Any, conversation_id: str) -> str:
     decided = conn.execute(
         select(func.count()).select_from(t.decisions).where(t.decisions.c.conversation_id == conversation_id)
     ).scalar()
-    return f"{last or 0}.{decided or 0}.{row.status}.{row.owner or ''}.{_aware(row.updated_at)}"
+    suggested = conn.execute(
+        select(func.count())
+        .select_from(t.suggestions)
+        .where(t.suggestions.c.conversation_id == conversation_id)
+    ).scalar()
+    return (
+        f"{last or 0}.{decided or 0}.{suggested or 0}.{row.status}.{row.owner or ''}.{_aware(row.updated_at)}"
+    )
 
 
 def conversation_stamp(engine: Engine, conversation_id: str) -> str:

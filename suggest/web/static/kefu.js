@@ -497,9 +497,9 @@
     const id = e.detail.target && e.detail.target.id;
     if (id === "conv-view" || id === "conv-list") markSelectedConversation();
     if (id === "conv-view") {
-      // Rejected drafts (or a refused stale one): the agent's own reply is next.
+      // Rejected drafts, or a refused stale reply the agent had typed: the agent's own reply is next.
       const own = $("#conv-view .own-reply textarea");
-      if (own && ($("#conv-view [data-decided='reject']") || $("#conv-view [data-stale]"))) own.focus();
+      if (own && ($("#conv-view [data-decided='reject']") || ($("#conv-view [data-stale]") && own.value))) own.focus();
     }
     if (id === "snippet-editor" && $("#tab-snippets") && $("#tab-snippets").hidden) showTab("tab-snippets");
     if (id === "snippet-editor") $("#snippet-history").replaceChildren();
