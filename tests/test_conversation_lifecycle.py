@@ -3,6 +3,7 @@ claims, replies of one's own, stale decisions refused, records by customer turn.
 
 from __future__ import annotations
 
+import argparse
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from knowledge.model import Snippet
 from knowledge.store import Store
 from suggest.conversations import ConversationDesk
 from suggest.errors import ClaimedByOther
+from suggest.records_cli import run_records
 from suggest.storage import SuggestStore
 from tests.web_env import WebEnv, web_env
 
@@ -259,3 +261,18 @@ def test_two_agents_approving_the_same_drafts_at_once_send_one_reply(env: WebEnv
         th.join()
     assert sorted(codes) == [201, 409]
     assert env.call("GET", "/v1/conversations/race-http", "agent").json()["agent_replies"] == 1
+
+
+def test_records_cli_exports_one_agents_records(
+    env: WebEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = ask(env, "cli-1", "怎么开发票")
+    decide(env, s, "agent2", agent_id="agent-2")
+    monkeypatch.setenv("KEFU_DATABASE_URL", env.kb.store.url)
+    out = tmp_path / "mine.csv"
+    args = argparse.Namespace(
+        start="2026-11-26", end=None, format=None, output=out, agent="agent-2", status="answered"
+    )
+    assert run_records(args) == 0
+    text = out.read_bytes().decode("utf-8-sig")
+    assert "cli-1" in text and "mq-1" not in text and "1. 问：怎么开发票" in text

@@ -199,25 +199,32 @@ def conversation_view(engine: Engine, conversation_id: str, now: datetime) -> Co
 
 
 def _stamp(conn: Any, conversation_id: str) -> str:
+    """One query: the last message, the decisions and suggestions so far, status, owner, last change."""
     c = t.conversations.c
+
+    def count(table: Any) -> Any:
+        return (
+            select(func.count()).select_from(table).where(table.c.conversation_id == conversation_id)
+        ).scalar_subquery()
+
+    last = (
+        select(func.max(t.messages.c.id)).where(t.messages.c.conversation_id == conversation_id)
+    ).scalar_subquery()
     row = conn.execute(
-        select(c.updated_at, c.status, c.owner, c.agent_replies).where(c.id == conversation_id)
+        select(
+            c.updated_at,
+            c.status,
+            c.owner,
+            last.label("last"),
+            count(t.decisions).label("decided"),
+            count(t.suggestions).label("suggested"),
+        ).where(c.id == conversation_id)
     ).first()
     if row is None:
         return ""
-    last = conn.execute(
-        select(func.max(t.messages.c.id)).where(t.messages.c.conversation_id == conversation_id)
-    ).scalar()
-    decided = conn.execute(
-        select(func.count()).select_from(t.decisions).where(t.decisions.c.conversation_id == conversation_id)
-    ).scalar()
-    suggested = conn.execute(
-        select(func.count())
-        .select_from(t.suggestions)
-        .where(t.suggestions.c.conversation_id == conversation_id)
-    ).scalar()
     return (
-        f"{last or 0}.{decided or 0}.{suggested or 0}.{row.status}.{row.owner or ''}.{_aware(row.updated_at)}"
+        f"{row.last or 0}.{row.decided}.{row.suggested}.{row.status}.{row.owner or ''}"
+        f".{_aware(row.updated_at)}"
     )
 
 
