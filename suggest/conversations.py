@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -19,18 +19,10 @@ from knowledge.errors import NotFoundError, ValidationError
 from knowledge.store import writing
 from suggest import schema as t
 from suggest.errors import ClaimedByOther, ConversationClosed, StaleSuggestion
+from suggest.workflow_store import iso
 
 STATES = ("open", "claimed", "closed")
 EVENTS = ("claim", "transfer", "close")
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
-
-
-def _iso(dt: datetime | None) -> str | None:
-    dt = _aware(dt)
-    return dt.isoformat() if dt else None
 
 
 @dataclass(frozen=True)
@@ -98,7 +90,7 @@ def newer_customer_messages(
         stmt = stmt.where(m.at > suggestion_at)
     else:
         return []
-    return [{"text": r.text, "at": _iso(r.at)} for r in conn.execute(stmt.order_by(m.id))]
+    return [{"text": r.text, "at": iso(r.at)} for r in conn.execute(stmt.order_by(m.id))]
 
 
 def refuse_if_stale(newer: list[dict[str, Any]], suggestion_id: str) -> None:
@@ -160,12 +152,12 @@ class ConversationDesk:
             "conversation_id": row.id,
             "status": row.status,
             "owner": row.owner,
-            "claimed_at": _iso(row.claimed_at),
-            "closed_at": _iso(row.closed_at),
+            "claimed_at": iso(row.claimed_at),
+            "closed_at": iso(row.closed_at),
             "closed_by": row.closed_by,
             "customer_id": row.customer_id,
             "customer_name": row.customer_name,
-            "waiting_since": _iso(row.waiting_since),
+            "waiting_since": iso(row.waiting_since),
             "agent_replies": row.agent_replies,
             "events": [
                 {
@@ -173,7 +165,7 @@ class ConversationDesk:
                     "actor": ev.actor,
                     "target": ev.target,
                     "note": ev.note,
-                    "at": _iso(ev.at),
+                    "at": iso(ev.at),
                 }
                 for ev in events
             ],
@@ -212,17 +204,7 @@ class ConversationDesk:
         _check_name(to, "to")
         c = t.conversations.c
         with writing(self.engine) as conn:
-            holder = lock_conversation(conn, conversation_id)
-            if holder.status == "closed":
-                raise ConversationClosed(
-                    f"会话 {conversation_id} 已结束，不能转交", f"conversation {conversation_id!r} is closed"
-                )
-            if holder.owner not in (None, by) and not may_override:
-                raise ClaimedByOther(
-                    f"会话 {conversation_id} 由 {holder.owner} 处理中，只有他/她或管理员可以转交",
-                    f"conversation {conversation_id!r} is handled by {holder.owner}: only they or an admin may transfer it",
-                    details={"owner": holder.owner},
-                )
+            holder = _may_change(conn, conversation_id, by, may_override, ("转交", "transfer"))
             moved = conn.execute(
                 t.conversations.update()
                 .where(
@@ -253,17 +235,7 @@ class ConversationDesk:
         same transaction (the closing message, the record)."""
         c = t.conversations.c
         with writing(self.engine) as conn:
-            holder = lock_conversation(conn, conversation_id)
-            if holder.status == "closed":
-                raise ConversationClosed(
-                    f"会话 {conversation_id} 已经结束", f"conversation {conversation_id!r} is already closed"
-                )
-            if holder.owner not in (None, by) and not may_override:
-                raise ClaimedByOther(
-                    f"会话 {conversation_id} 由 {holder.owner} 处理中，只有他/她或管理员可以结束",
-                    f"conversation {conversation_id!r} is handled by {holder.owner}: only they or an admin may close it",
-                    details={"owner": holder.owner},
-                )
+            _may_change(conn, conversation_id, by, may_override, ("结束", "close"))
             conn.execute(
                 t.conversations.update()
                 .where(c.id == conversation_id)
@@ -273,6 +245,26 @@ class ConversationDesk:
             if also is not None:
                 also(conn)
         return self.lifecycle(conversation_id)
+
+
+def _may_change(
+    conn: Connection, conversation_id: str, by: str, may_override: bool, verb: tuple[str, str]
+) -> Holder:
+    """Lock the conversation for a transfer or close: not closed, and ``by`` holds it (or nobody does,
+    or ``may_override``: an admin)."""
+    holder = lock_conversation(conn, conversation_id)
+    if holder.status == "closed":
+        raise ConversationClosed(
+            f"会话 {conversation_id} 已经结束，不能{verb[0]}",
+            f"conversation {conversation_id!r} is closed: one may no longer {verb[1]} it",
+        )
+    if holder.owner not in (None, by) and not may_override:
+        raise ClaimedByOther(
+            f"会话 {conversation_id} 由 {holder.owner} 处理中，只有他/她或管理员可以{verb[0]}",
+            f"conversation {conversation_id!r} is handled by {holder.owner}: only they or an admin may {verb[1]} it",
+            details={"owner": holder.owner},
+        )
+    return holder
 
 
 def _check_name(name: str, field_name: str) -> None:

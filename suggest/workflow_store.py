@@ -37,12 +37,13 @@ SUMMARY_CHARS = 300
 NOT_QUESTIONS = ("chit_chat", "closing")
 
 
-def _aware(dt: datetime | None) -> datetime | None:
+def aware(dt: datetime | None) -> datetime | None:
+    """Times read back from SQLite have no zone: they were stored in UTC."""
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
-def _iso(dt: datetime | None) -> str | None:
-    dt = _aware(dt)
+def iso(dt: datetime | None) -> str | None:
+    dt = aware(dt)
     return dt.isoformat() if dt else None
 
 
@@ -525,9 +526,9 @@ def _escalation(r: Any) -> dict[str, Any]:
         "question": r.question,
         "responsible": r.responsible,
         "status": r.status,
-        "created_at": _iso(r.created_at),
+        "created_at": iso(r.created_at),
         "created_by": r.created_by,
-        "resolved_at": _iso(r.resolved_at),
+        "resolved_at": iso(r.resolved_at),
         "resolved_by": r.resolved_by,
         "answer": r.answer,
         "snippet_id": r.snippet_id,
@@ -544,8 +545,8 @@ def _queue_item(r: Any) -> dict[str, Any]:
         "suggestion_id": r.suggestion_id,
         "message": r.message,
         "status": r.status,
-        "created_at": _iso(r.created_at),
-        "done_at": _iso(r.done_at),
+        "created_at": iso(r.created_at),
+        "done_at": iso(r.done_at),
         "done_by": r.done_by,
         "note": r.note,
     }
@@ -554,7 +555,7 @@ def _queue_item(r: Any) -> dict[str, Any]:
 def _record(r: Any) -> dict[str, Any]:
     return {
         "conversation_id": r.conversation_id,
-        "started_at": _iso(r.started_at),
+        "started_at": iso(r.started_at),
         "customer_id": r.customer_id,
         "customer_name": r.customer_name,
         "channel": r.channel,
@@ -570,8 +571,8 @@ def _record(r: Any) -> dict[str, Any]:
         "satisfaction_comment": r.satisfaction_comment,
         "notes": r.notes,
         "edited_fields": json.loads(r.edited_fields or "[]"),
-        "updated_at": _iso(r.updated_at),
+        "updated_at": iso(r.updated_at),
         "version": r.version,
         "turns": json.loads(r.turns or "[]"),
-        "closed_at": _iso(r.closed_at),
+        "closed_at": iso(r.closed_at),
     }
