@@ -130,6 +130,16 @@ def answer_as(
     return agent
 
 
+def close_in(conn: Connection, conversation_id: str, by: str, at: datetime, note: str | None) -> None:
+    """Mark the conversation closed in the caller's transaction (its checks done)."""
+    conn.execute(
+        t.conversations.update()
+        .where(t.conversations.c.id == conversation_id)
+        .values(status="closed", closed_at=at, closed_by=by, updated_at=at, waiting_since=None)
+    )
+    add_event(conn, conversation_id, "close", by, at, note=note)
+
+
 class ConversationDesk:
     """Claim, transfer and close conversations, and read their lifecycle."""
 
@@ -233,15 +243,9 @@ class ConversationDesk:
     ) -> dict[str, Any]:
         """End the conversation (its owner, an admin, or anyone while unclaimed); ``also`` runs in the
         same transaction (the closing message, the record)."""
-        c = t.conversations.c
         with writing(self.engine) as conn:
             _may_change(conn, conversation_id, by, may_override, ("结束", "close"))
-            conn.execute(
-                t.conversations.update()
-                .where(c.id == conversation_id)
-                .values(status="closed", closed_at=at, closed_by=by, updated_at=at, waiting_since=None)
-            )
-            add_event(conn, conversation_id, "close", by, at, note=note)
+            close_in(conn, conversation_id, by, at, note)
             if also is not None:
                 also(conn)
         return self.lifecycle(conversation_id)

@@ -17,7 +17,7 @@ from knowledge.service import KnowledgeBase
 from prompts import CheckContext, Norms
 from suggest import schema as t
 from suggest.clock import Clock
-from suggest.conversations import ConversationDesk, add_message
+from suggest.conversations import ConversationDesk, add_message, close_in
 from suggest.settings import WorkflowSettings
 from suggest.workflow_store import RecordEvent, WorkflowStore, close_gap_questions
 
@@ -116,6 +116,9 @@ class Workflow:
                 message=question,
                 at=at,
             )
+        ends = intent == "closing" and draft_kind == "closing"
+        if ends:  # the closing draft carries the satisfaction survey: the conversation ends with it
+            close_in(conn, conversation_id, agent_id, at, "closing reply")
         first = (at - started_at).total_seconds() if started_at else None
         self.store.touch_record(
             conn,
@@ -125,7 +128,8 @@ class Workflow:
                 final_reply=final_text,
                 agent_id=agent_id,
                 first_response_s=max(0.0, first) if first is not None else None,
-                status="closed" if intent == "closing" else "answered",
+                status="closed" if ends else "answered",
+                closed_at=at if ends else None,
                 escalated=True if opened["escalation_id"] else None,
                 routed_to=department or None,
                 answer_to=turn,
@@ -229,7 +233,7 @@ class Workflow:
                     status="draft",
                     tags=("escalation",),
                 ),
-                actor=by,
+                actor=f"key:{by}",  # as every KB change made with an API key (knowledge_api)
             )
         at = self.clock.now()
         draft = self._answer_draft(esc, answer)

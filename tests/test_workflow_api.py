@@ -247,6 +247,8 @@ def test_records_filled_edited_exported_and_rated(api: Api, tmp_path: Path) -> N
     assert body["turns"][0]["answer"] == s["drafts"][0]["text"]
     assert body["first_response_s"] == pytest.approx(42, abs=1) and body["status"] == "closed"
     assert body["final_reply"].startswith("感谢您的咨询") or "评价" in body["final_reply"]
+    life = api.get("/v1/conversations/w-rec").json()  # the closing reply, with its survey, ended it
+    assert life["status"] == "closed" and life["closed_by"] == "agent-7" and body["closed_at"]
     r = api.post("/v1/conversations/w-rec/satisfaction", {"score": 5, "comment": "很满意"})
     assert r.status_code == 200 and r.json()["satisfaction"] == 5
     assert api.post("/v1/conversations/w-rec/satisfaction", {"score": 9}).status_code == 422
