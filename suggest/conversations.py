@@ -105,6 +105,16 @@ def refuse_if_stale(newer: list[dict[str, Any]], suggestion_id: str) -> None:
     )
 
 
+def refuse_if_held(holder: Holder, conversation_id: str, agent: str, *, take_over: bool) -> None:
+    """A colleague holds the conversation: refuse (409) unless the caller takes it over explicitly."""
+    if holder.owner not in (None, agent) and not take_over:
+        raise ClaimedByOther(
+            f"会话 {conversation_id} 由 {holder.owner} 处理中；确认要接手请加 take_over",
+            f"conversation {conversation_id!r} is handled by {holder.owner}; send take_over to take it over",
+            details={"owner": holder.owner},
+        )
+
+
 def answer_as(
     conn: Connection, conversation_id: str, holder: Holder, agent: str, at: datetime, *, take_over: bool
 ) -> str | None:
@@ -117,12 +127,7 @@ def answer_as(
         )
     if holder.owner == agent:
         return None
-    if holder.owner is not None and not take_over:
-        raise ClaimedByOther(
-            f"会话 {conversation_id} 由 {holder.owner} 处理中；确认要接手请加 take_over",
-            f"conversation {conversation_id!r} is handled by {holder.owner}; send take_over to take it over",
-            details={"owner": holder.owner},
-        )
+    refuse_if_held(holder, conversation_id, agent, take_over=take_over)
     if holder.owner is None:
         add_event(conn, conversation_id, "claim", agent, at)
     else:

@@ -23,7 +23,13 @@ from knowledge.errors import NotFoundError, ValidationError
 from knowledge.gaps import record_gap_question
 from knowledge.store import WRITE_FLAG, migrate, writer_turn, writing
 from suggest import schema as t
-from suggest.conversations import answer_as, lock_conversation, newer_customer_messages, refuse_if_stale
+from suggest.conversations import (
+    answer_as,
+    lock_conversation,
+    newer_customer_messages,
+    refuse_if_held,
+    refuse_if_stale,
+)
 from suggest.errors import AlreadyDecided
 
 ROLES = ("agent", "editor", "evaluator", "admin")
@@ -358,6 +364,8 @@ class SuggestStore:
                     if not confirm_stale:
                         refuse_if_stale(newer, suggestion_id)
                     new_owner = answer_as(conn, conversation_id, holder, agent_id, at, take_over=take_over)
+                else:  # a reject settles the drafts: not of a conversation a colleague holds
+                    refuse_if_held(holder, conversation_id, agent_id, take_over=take_over)
                 conn.execute(
                     t.decisions.insert().values(
                         suggestion_id=suggestion_id if settles else None,

@@ -159,6 +159,8 @@ def test_claim_transfer_take_over_and_close_with_the_survey(env: WebEnv) -> None
     # The colleague is warned (409) before answering a conversation someone else holds ...
     r = decide(env, s, "agent2", agent_id="agent-2")
     assert r.status_code == 409 and r.json()["error"]["code"] == "claimed_by_other"
+    rejected = decide(env, s, "agent2", agent_id="agent-2", action="reject", reason="不是我的")
+    assert rejected.status_code == 409  # nor may they settle the owner's drafts
     # ... and the colleague's transfer needs the owner or an admin.
     t = env.call("POST", "/v1/conversations/lc-1/transfer", "agent2", json={"to": "agent-2"})
     assert t.status_code == 409
