@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.errors import KefuError
+from knowledge.errors import ConflictError, KefuError
 
 
 class PreconditionFailed(KefuError):
@@ -33,3 +33,19 @@ class NormsRefused(KefuError):
     """The final text breaks an error-level norm and the service is configured to refuse it."""
 
     code = "norms_refused"
+
+
+class StaleSuggestion(ConflictError):
+    """The customer wrote again after the suggestion was made: its drafts answer an older message (409)."""
+
+    code = "stale_suggestion"
+
+
+class ClaimedByOther(ConflictError):
+    """Another agent has claimed the conversation (409); the caller may take it over explicitly."""
+
+    code = "claimed_by_other"
+
+
+class ConversationClosed(ConflictError):
+    code = "conversation_closed"

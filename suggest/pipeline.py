@@ -320,11 +320,10 @@ class SuggestionPipeline:
                 conversation_id=prep.request.conversation_id,
                 message=prep.request.customer_message,
                 intent=label,
-                route=prep.route,
-                escalate=prep.escalate,
                 customer=prep.request.customer,
                 channel=prep.request.channel,
                 at=prep.at,
+                new_message=prep.store_message,
             ),
         )
         self.metrics.suggestion(label, [d.kind for d in drafts])

@@ -15,7 +15,7 @@ from prompts import load_norms
 from suggest.records_export import to_csv, to_xlsx
 from suggest.settings import NormsSettings
 from suggest.storage import SuggestStore
-from suggest.workflow_store import WorkflowStore
+from suggest.workflow_store import RECORD_STATUSES, WorkflowStore
 
 
 def add_records_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,8 @@ def add_records_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: today)")
     p.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: the first day)")
     p.add_argument("--format", choices=("xlsx", "csv"), help="default: from the file's extension, else xlsx")
+    p.add_argument("--agent", help="only the records of this agent")
+    p.add_argument("--status", choices=RECORD_STATUSES, help="only records in this status")
     p.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
 
 
@@ -55,6 +57,8 @@ def run_records(args: argparse.Namespace) -> int:
         records = WorkflowStore(engine).records(
             datetime.combine(first, time(0), tzinfo=zone),
             datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone),
+            agent=args.agent,
+            status=args.status,
         )
     finally:
         engine.dispose()

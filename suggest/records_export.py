@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from suggest.workflow_store import record_intents
+
 #: (field, Chinese header) in the order of the form.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("started_at", "时间"),
@@ -19,6 +21,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("channel", "渠道"),
     ("intent", "咨询类型"),
     ("summary", "问题摘要"),
+    ("turns", "问答明细"),
     ("final_reply", "最终回复"),
     ("agent_id", "客服"),
     ("routed_to", "转交部门"),
@@ -40,7 +43,50 @@ INTENT_ZH = {
     "restricted": "敏感问题",
     "closing": "结束",
 }
-STATUS_ZH = {"open": "进行中", "waiting": "等待回复", "answered": "已回复", "closed": "已结束"}
+INTENT_EN = {
+    "inquiry": "inquiry",
+    "order": "order",
+    "after_sales": "after-sales",
+    "complaint": "complaint",
+    "suggestion": "suggestion",
+    "customer_info": "customer details",
+    "chit_chat": "greeting",
+    "restricted": "restricted topic",
+    "closing": "closing",
+}
+STATUS_ZH = {
+    "open": "进行中",
+    "waiting": "等待回复",
+    "answer_ready": "负责人已答复，待发送",
+    "answered": "已回复",
+    "closed": "已结束",
+}
+STATUS_EN = {
+    "open": "open",
+    "waiting": "waiting",
+    "answer_ready": "answer ready to send",
+    "answered": "answered",
+    "closed": "closed",
+}
+
+
+def intent_label(code: str | None, lang: str = "zh") -> str:
+    """The intent's name for people (Chinese by default), the code itself if unknown."""
+    return (INTENT_EN if lang == "en" else INTENT_ZH).get(code or "", code or "")
+
+
+def status_label(code: str | None, lang: str = "zh") -> str:
+    return (STATUS_EN if lang == "en" else STATUS_ZH).get(code or "", code or "")
+
+
+def turns_text(record: dict[str, Any], lang: str = "zh") -> str:
+    """Every question of the conversation with the final answer sent to it, one per line."""
+    q, a, none = ("问", "答", "（未回复）") if lang != "en" else ("Q", "A", "(not answered)")
+    lines = []
+    for i, turn in enumerate(record.get("turns") or [], 1):
+        answer = turn.get("answer") or none
+        lines.append(f"{i}. {q}：{turn.get('question', '')}  {a}：{answer}")
+    return "\n".join(lines)
 
 
 def _cell(field: str, record: dict[str, Any], tz: ZoneInfo) -> Any:
@@ -48,7 +94,9 @@ def _cell(field: str, record: dict[str, Any], tz: ZoneInfo) -> Any:
     if field == "started_at" and v:
         return datetime.fromisoformat(v).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
     if field == "intent":
-        return INTENT_ZH.get(v or "", v or "")
+        return "、".join(intent_label(i) for i in record_intents(record))
+    if field == "turns":
+        return turns_text(record)
     if field == "status":
         return STATUS_ZH.get(v or "", v or "")
     if field == "escalated":
@@ -91,7 +139,7 @@ def to_xlsx(records: list[dict[str, Any]], tz: ZoneInfo, *, title: str) -> bytes
         c.font = bold
     for day in sorted(by_day):
         rows = by_day[day]
-        intents = Counter(r.get("intent") for r in rows)
+        intents = Counter(i for r in rows for i in record_intents(r))
         frt = [r["first_response_s"] for r in rows if r.get("first_response_s") is not None]
         sat = [r["satisfaction"] for r in rows if r.get("satisfaction") is not None]
         summary.append(
@@ -108,8 +156,8 @@ def to_xlsx(records: list[dict[str, Any]], tz: ZoneInfo, *, title: str) -> bytes
     summary.append([])
     summary.append(["咨询类型", "对话数"])
     summary[summary.max_row][0].font = bold
-    for intent, n in Counter(r.get("intent") for r in records).most_common():
-        summary.append([INTENT_ZH.get(intent or "", intent or "-"), n])
+    for intent, n in Counter(i for r in records for i in record_intents(r) or ["-"]).most_common():
+        summary.append([intent_label(intent) or "-", n])
     summary.column_dimensions["A"].width = 14
     for day in sorted(by_day):
         ws = wb.create_sheet(day[:31])
@@ -119,7 +167,9 @@ def to_xlsx(records: list[dict[str, Any]], tz: ZoneInfo, *, title: str) -> bytes
         for r in by_day[day]:
             ws.append([_cell(f, r, tz) for f, _ in COLUMNS])
         for col, width in zip(
-            "ABCDEFGHIJKLMNOP", (20, 18, 10, 12, 8, 10, 40, 50, 10, 12, 10, 12, 8, 8, 20, 20), strict=False
+            "ABCDEFGHIJKLMNOPQ",
+            (20, 18, 10, 12, 8, 10, 40, 60, 50, 10, 12, 10, 12, 8, 8, 20, 20),
+            strict=False,
         ):
             ws.column_dimensions[col].width = width
         ws.freeze_panes = "A2"

@@ -17,7 +17,7 @@ conversations = Table(
     Column("channel", String(64)),
     Column("customer_id", String(128)),
     Column("customer_name", String(200)),
-    Column("status", String(16), nullable=False),  # open, closed
+    Column("status", String(16), nullable=False),  # open, claimed, closed
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("last_customer_at", DateTime(timezone=True)),
@@ -25,6 +25,23 @@ conversations = Table(
     Column("agent_replies", Integer, nullable=False),
     # the customer's first message that no agent reply has answered yet (None: not waiting)
     Column("waiting_since", DateTime(timezone=True)),
+    Column("owner", String(200)),  # the agent who claimed it (None: anyone may answer)
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("closed_by", String(200)),
+)
+
+#: Who claimed, transferred, closed or reopened a conversation, and when (its lifecycle, visible to all).
+conversation_events = Table(
+    "conversation_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(128), nullable=False, index=True),
+    Column("action", String(16), nullable=False),  # claim, transfer, close, reopen
+    Column("actor", String(200), nullable=False),
+    Column("target", String(200)),  # transfer: to whom
+    Column("note", Text),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 messages = Table(
@@ -61,9 +78,12 @@ decisions = Table(
     "decisions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("suggestion_id", String(64), nullable=False, unique=True),
+    # the suggestion whose drafts this decision settles (unique: one decision per suggestion); None for
+    # an agent's own reply written after the drafts were settled (rejected, or a second message)
+    Column("suggestion_id", String(64), unique=True),
     Column("conversation_id", String(128), nullable=False, index=True),
-    Column("action", String(16), nullable=False),  # approve, edit, reject
+    Column("action", String(16), nullable=False),  # approve, edit, reject, write (the agent's own text)
+    Column("reply_to", String(64)),  # the suggestion (customer message) the reply answers
     Column("draft_id", String(64)),
     Column("final_text", Text),
     Column("agent_id", String(128), nullable=False),
@@ -132,11 +152,14 @@ service_records = Table(
     Column("routed_to", String(200)),
     Column("escalated", Boolean, nullable=False, default=False),
     Column("first_response_s", Float),
-    Column("status", String(16), nullable=False),  # open, waiting, answered, closed
+    Column("status", String(16), nullable=False),  # open, waiting, answer_ready, answered, closed
     Column("satisfaction", Integer),
     Column("satisfaction_comment", Text),
     Column("notes", Text),
     Column("edited_fields", Text, nullable=False, default="[]"),  # fields an agent set by hand
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("version", Integer, nullable=False, default=1),
+    # every customer message with its intent and the final answer sent to it (JSON list, see RecordTurn)
+    Column("turns", Text, nullable=False, default="[]"),
+    Column("closed_at", DateTime(timezone=True)),
 )

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy import Connection, Engine, bindparam, case, func, select
+from sqlalchemy.exc import IntegrityError
 
 from knowledge.candidates import record_candidate
 from knowledge.direct import DirectStatement
@@ -22,6 +23,13 @@ from knowledge.errors import NotFoundError, ValidationError
 from knowledge.gaps import record_gap_question
 from knowledge.store import WRITE_FLAG, migrate, writer_turn, writing
 from suggest import schema as t
+from suggest.conversations import (
+    answer_as,
+    lock_conversation,
+    newer_customer_messages,
+    refuse_if_held,
+    refuse_if_stale,
+)
 from suggest.errors import AlreadyDecided
 
 ROLES = ("agent", "editor", "evaluator", "admin")
@@ -46,6 +54,11 @@ class ConversationState:
     created_at: datetime | None = None
     #: The customer's first message that no agent reply has answered yet (None: not waiting).
     waiting_since: datetime | None = None
+    owner: str | None = None  # the agent who claimed it
+
+
+#: Actions that send text to the customer (a reject sends nothing).
+SENDING = ("approve", "edit", "write")
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,9 @@ _CUSTOMER_WROTE = DirectStatement(
     .values(
         updated_at=bindparam("at"),
         last_customer_at=bindparam("at"),
-        status="open",
+        # a closed conversation opens again, unclaimed, when the customer writes; a claimed one stays so
+        status=case((t.conversations.c.status == "closed", "open"), else_=t.conversations.c.status),
+        owner=case((t.conversations.c.status == "closed", None), else_=t.conversations.c.owner),
         waiting_since=func.coalesce(t.conversations.c.waiting_since, bindparam("at")),
     )
 )
@@ -220,6 +235,7 @@ class SuggestStore:
             row["status"],
             _aware(row["created_at"]),
             _aware(row["waiting_since"]),
+            row["owner"],
         )
 
     def record_suggestion(
@@ -303,6 +319,7 @@ class SuggestStore:
             )
         out: dict[str, Any] = json.loads(row.response)
         out["conversation_id"] = row.conversation_id
+        out["customer_message"] = row.customer_message
         return out
 
     def record_decision(
@@ -317,46 +334,82 @@ class SuggestStore:
         reason: str | None,
         violations: list[dict[str, Any]],
         at: datetime | None = None,
-        also: Callable[[Connection], None] | None = None,
+        suggestion_at: datetime | None = None,
+        confirm_stale: bool = False,
+        take_over: bool = False,
+        also: Callable[[Connection, bool], None] | None = None,
     ) -> dict[str, Any]:
+        """Store the agent's decision on a suggestion, in one transaction with what it changes.
+
+        Refused: a second approve/edit/reject of one suggestion (an own reply, ``write``, may follow a
+        reject); a reply to a suggestion the customer has written after (unless ``confirm_stale``); a
+        reply to a conversation another agent claimed (unless ``take_over``). ``also(conn, settles)``
+        runs in the same transaction; ``settles`` says whether this decision settled the drafts."""
         at = at or _now()
-        with writing(self.engine) as conn:
-            if conn.execute(
-                select(t.decisions.c.id).where(t.decisions.c.suggestion_id == suggestion_id)
-            ).first():
-                raise AlreadyDecided(
-                    f"建议 {suggestion_id} 已经处理过了", f"suggestion {suggestion_id!r} was already decided"
-                )
-            conn.execute(
-                t.decisions.insert().values(
-                    suggestion_id=suggestion_id,
-                    conversation_id=conversation_id,
-                    action=action,
-                    draft_id=draft_id,
-                    final_text=final_text,
-                    agent_id=agent_id,
-                    reason=reason,
-                    violations=json.dumps(violations, ensure_ascii=False),
-                    created_at=at,
-                )
-            )
-            if action in ("approve", "edit") and final_text:
-                _add_message(conn, conversation_id, "agent", final_text, at, suggestion_id)
+        try:
+            with writing(self.engine) as conn:
+                holder = lock_conversation(conn, conversation_id)
+                decided = conn.execute(
+                    select(t.decisions.c.action).where(t.decisions.c.suggestion_id == suggestion_id)
+                ).first()
+                if decided is not None and action != "write":
+                    raise AlreadyDecided(
+                        f"建议 {suggestion_id} 已经处理过了（{decided.action}）",
+                        f"suggestion {suggestion_id!r} was already decided ({decided.action})",
+                    )
+                settles = decided is None
+                newer: list[dict[str, Any]] = []
+                if action in SENDING:
+                    newer = newer_customer_messages(conn, conversation_id, suggestion_id, suggestion_at)
+                    if not confirm_stale:
+                        refuse_if_stale(newer, suggestion_id)
+                    new_owner = answer_as(conn, conversation_id, holder, agent_id, at, take_over=take_over)
+                else:  # a reject settles the drafts: not of a conversation a colleague holds
+                    refuse_if_held(holder, conversation_id, agent_id, take_over=take_over)
                 conn.execute(
-                    t.conversations.update()
-                    .where(t.conversations.c.id == conversation_id)
-                    .values(
-                        agent_replies=t.conversations.c.agent_replies + 1,
-                        last_agent_at=at,
-                        updated_at=at,
-                        waiting_since=None,  # answered: the customer no longer waits
+                    t.decisions.insert().values(
+                        suggestion_id=suggestion_id if settles else None,
+                        reply_to=suggestion_id,
+                        conversation_id=conversation_id,
+                        action=action,
+                        draft_id=draft_id,
+                        final_text=final_text,
+                        agent_id=agent_id,
+                        reason=reason,
+                        violations=json.dumps(violations, ensure_ascii=False),
+                        created_at=at,
                     )
                 )
-            if also is not None:
-                also(conn)
-            if action in ("approve", "edit"):
-                note_candidate_question(conn, suggestion_id, draft_id, at)
-        return {"suggestion_id": suggestion_id, "action": action, "recorded_at": at.isoformat()}
+                if action in SENDING and final_text:
+                    _add_message(conn, conversation_id, "agent", final_text, at, suggestion_id)
+                    owner = {"owner": new_owner, "status": "claimed", "claimed_at": at} if new_owner else {}
+                    conn.execute(
+                        t.conversations.update()
+                        .where(t.conversations.c.id == conversation_id)
+                        .values(
+                            agent_replies=t.conversations.c.agent_replies + 1,
+                            last_agent_at=at,
+                            updated_at=at,
+                            # answered: the customer no longer waits (unless a newer message, sent anyway)
+                            waiting_since=datetime.fromisoformat(newer[0]["at"]) if newer else None,
+                            **owner,
+                        )
+                    )
+                if also is not None:
+                    also(conn, settles)
+                if action in ("approve", "edit"):
+                    note_candidate_question(conn, suggestion_id, draft_id, at)
+        except IntegrityError as e:  # another decision on the same suggestion committed first
+            raise AlreadyDecided(
+                f"建议 {suggestion_id} 刚被别人处理了",
+                f"suggestion {suggestion_id!r} was just decided by someone else",
+            ) from e
+        return {
+            "suggestion_id": suggestion_id,
+            "action": action,
+            "recorded_at": at.isoformat(),
+            "settled_drafts": settles,
+        }
 
     def last_customer_message(self, conversation_id: str) -> str:
         with self.engine.connect() as conn:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
-from litestar import Controller, Request, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
+from sqlalchemy import Connection
 
 from knowledge.errors import NotFoundError, ValidationError
 from prompts import CheckContext
@@ -55,11 +57,20 @@ class SuggestionBody:
 
 @dataclass
 class DecisionBody:
-    action: Literal["approve", "edit", "reject"]
+    action: Literal["approve", "edit", "reject", "write"]
     agent_id: str
     draft_id: str | None = None
+    #: edit: the changed draft; write: the agent's own reply (no draft needed)
     final_text: str | None = None
     reason: str | None = None
+    #: send although the customer wrote again after this suggestion (else 409 stale_suggestion)
+    confirm_stale: bool = False
+    #: answer a conversation another agent claimed, taking it over (else 409 claimed_by_other)
+    take_over: bool = False
+    #: open an escalation with this reply (None: if the sent draft is an escalate draft)
+    escalate: bool | None = None
+    #: the department the message goes to with this reply ("" none; None: the sent draft's routing)
+    route_to: str | None = None
 
 
 class SuggestionController(Controller):
@@ -80,6 +91,13 @@ class SuggestionController(Controller):
             return pipeline.suggest(req)
         return await anyio.to_thread.run_sync(pipeline.suggest, req)  # waits for the LLM
 
+    @get("/{suggestion_id:str}", sync_to_thread=True)
+    def show(
+        self, suggestion_id: FromPath[str], pipeline: NamedDependency[SuggestionPipeline]
+    ) -> dict[str, Any]:
+        """A stored suggestion with its drafts (e.g. the draft an escalation's answer brought back)."""
+        return pipeline.store.suggestion(suggestion_id)
+
     @post("/{suggestion_id:str}/decision", sync_to_thread=True, status_code=201)
     def decide(
         self,
@@ -88,12 +106,17 @@ class SuggestionController(Controller):
         pipeline: NamedDependency[SuggestionPipeline],
         request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
-        """The agent approves, edits or rejects a draft; the reply that is sent is checked against the norms."""
+        """The agent approves, edits or rejects a draft, or writes a reply of their own (``write``); the
+        reply sent is checked against the norms. 409 ``stale_suggestion`` when the customer wrote again
+        since (with the newer messages; ``confirm_stale`` sends anyway), ``claimed_by_other`` when another
+        agent holds the conversation (``take_over``), ``already_decided``."""
         return record_decision(pipeline, suggestion_id, data)
 
 
 def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: DecisionBody) -> dict[str, Any]:
-    if not data.agent_id.strip() or len(data.agent_id) > 128:
+    """Check and store a decision (see DecisionBody); queue items and escalations follow what is sent."""
+    agent = data.agent_id.strip()
+    if not agent or len(data.agent_id) > 128:
         raise ValidationError("agent_id 必须是 1 到 128 个字符", "agent_id must be 1 to 128 characters")
     sug = pipeline.store.suggestion(suggestion_id)
     drafts = {d["id"]: d for d in sug["drafts"]}
@@ -103,23 +126,9 @@ def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: Deci
             f"建议 {suggestion_id} 中没有草稿 {data.draft_id}（它的草稿：{known}）",
             f"suggestion has no draft {data.draft_id!r} (its drafts: {known})",
         )
-    final_text: str | None
-    if data.action == "approve":
-        if data.draft_id is None:
-            raise ValidationError("批准时必须给出 draft_id", "approve needs draft_id")
-        final_text = drafts[data.draft_id]["text"]
-    elif data.action == "edit":
-        final_text = (data.final_text or "").strip()
-        if not final_text:
-            raise ValidationError(
-                "修改时必须给出 final_text（发送给客户的文字）", "edit needs final_text (the reply sent)"
-            )
-        if len(final_text) > pipeline.settings.max_message_chars:
-            raise ValidationError("final_text 太长", "final_text is too long")
-    else:
-        if not (data.reason or "").strip():
-            raise ValidationError("拒绝时请写明原因（reason）", "reject needs a reason")
-        final_text = None
+    final_text = _final_text(pipeline, data, drafts)
+    workflow = pipeline.workflow
+    route_to = _route_to(pipeline, data.route_to)
     violations: list[dict[str, Any]] = []
     if final_text is not None:
         ctx = CheckContext(
@@ -138,30 +147,77 @@ def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: Deci
             )
     at = pipeline.clock.now()
     conv = pipeline.store.conversation(sug["conversation_id"])
-    workflow = pipeline.workflow
+    draft_kind = drafts[data.draft_id]["kind"] if data.draft_id is not None else None
+    opened: dict[str, Any] = {}
+
+    def also(conn: Connection, settles: bool) -> None:
+        if workflow is not None:
+            opened.update(
+                workflow.on_decision(
+                    conn,
+                    suggestion={**sug, "id": suggestion_id},
+                    action=data.action,
+                    final_text=final_text,
+                    agent_id=agent,
+                    draft_kind=draft_kind if data.action != "write" else None,
+                    escalate=data.escalate,
+                    route_to=route_to,
+                    started_at=conv.created_at if conv else None,
+                    at=at,
+                )
+            )
+
     out = pipeline.store.record_decision(
         suggestion_id=suggestion_id,
         conversation_id=sug["conversation_id"],
         action=data.action,
         draft_id=data.draft_id,
         final_text=final_text,
-        agent_id=data.agent_id.strip(),
+        agent_id=agent,
         reason=data.reason,
         violations=violations,
         at=at,
-        also=None
-        if workflow is None
-        else lambda conn: workflow.on_decision(
-            conn,
-            conversation_id=sug["conversation_id"],
-            action=data.action,
-            final_text=final_text,
-            agent_id=data.agent_id.strip(),
-            intent=sug["intent"]["label"],
-            started_at=conv.created_at if conv else None,
-            at=at,
-        ),
+        suggestion_at=_parse_iso(sug.get("customer_at")),
+        confirm_stale=data.confirm_stale,
+        take_over=data.take_over,
+        also=also,
     )
     pipeline.metrics.decision(data.action)
-    out.update({"final_text": final_text, "violations": violations, "draft_id": data.draft_id})
+    out.update({"final_text": final_text, "violations": violations, "draft_id": data.draft_id, **opened})
     return out
+
+
+def _final_text(pipeline: SuggestionPipeline, data: DecisionBody, drafts: dict[str, Any]) -> str | None:
+    if data.action == "approve":
+        if data.draft_id is None:
+            raise ValidationError("批准时必须给出 draft_id", "approve needs draft_id")
+        return str(drafts[data.draft_id]["text"])
+    if data.action == "reject":
+        if not (data.reason or "").strip():
+            raise ValidationError("拒绝时请写明原因（reason）", "reject needs a reason")
+        return None
+    text = (data.final_text or "").strip()
+    if not text:
+        raise ValidationError(
+            "请给出 final_text（发送给客户的文字）", f"{data.action} needs final_text (the reply sent)"
+        )
+    if len(text) > pipeline.settings.max_message_chars:
+        raise ValidationError("final_text 太长", "final_text is too long")
+    return text
+
+
+def _route_to(pipeline: SuggestionPipeline, value: str | None) -> str | None:
+    """``route_to`` checked against the norms' departments ("" stays "": route nowhere)."""
+    if value is None or value == "" or pipeline.workflow is None:
+        return value
+    known = pipeline.workflow.departments()
+    if value not in known:
+        raise ValidationError(
+            f"route_to 必须是 {'、'.join(known)} 之一（或空）",
+            f"route_to must be one of {', '.join(known)} (or empty)",
+        )
+    return value
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -5,6 +5,7 @@ transactions, so a suggestion and its queue items, escalation and record change 
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,11 +14,12 @@ from sqlalchemy import Connection, select
 from knowledge.errors import ValidationError
 from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase
-from prompts import Norms
+from prompts import CheckContext, Norms
 from suggest import schema as t
 from suggest.clock import Clock
+from suggest.conversations import ConversationDesk, add_message, close_in
 from suggest.settings import WorkflowSettings
-from suggest.workflow_store import RecordEvent, WorkflowStore
+from suggest.workflow_store import RecordEvent, WorkflowStore, close_gap_questions
 
 #: Intents that go to a department's queue (the department comes from the norms' routing).
 QUEUED_INTENTS = ("complaint", "suggestion", "customer_info")
@@ -32,6 +34,7 @@ class Workflow:
         self.norms = norms
         self.clock = clock
         self.settings = settings
+        self.desk = ConversationDesk(kb.store.engine)
 
     # -- hooks of the pipeline (inside its transactions) -------------------------------------------
 
@@ -43,33 +46,13 @@ class Workflow:
         conversation_id: str,
         message: str,
         intent: str,
-        route: str | None,
-        escalate: bool,
         customer: dict[str, Any] | None,
         channel: str | None,
         at: datetime,
+        new_message: bool = True,
     ) -> None:
-        if escalate:
-            self.store.add_escalation(
-                conn,
-                conversation_id=conversation_id,
-                suggestion_id=suggestion_id,
-                question=message,
-                responsible=self.norms.routing.escalation_responsible,
-                at=at,
-                created_by="pipeline",
-            )
-        if route and intent in QUEUED_INTENTS:
-            self.store.add_queue_item(
-                conn,
-                department=route,
-                kind=intent,
-                conversation_id=conversation_id,
-                suggestion_id=suggestion_id,
-                message=message,
-                at=at,
-            )
-        meaningful = intent not in ("chit_chat", "closing")
+        """A customer's message: it becomes a turn of the record. Escalations and department items are
+        made when the agent sends the reply that promises them (``on_decision``), not for drafts."""
         self.store.touch_record(
             conn,
             conversation_id,
@@ -78,11 +61,8 @@ class Workflow:
                 customer_id=(customer or {}).get("id"),
                 customer_name=(customer or {}).get("name"),
                 channel=channel,
-                intent=intent if meaningful else None,
-                summary=message if meaningful else None,
-                routed_to=route,
-                escalated=True if escalate else None,
                 status="waiting",
+                question=(suggestion_id, message, intent) if new_message else None,
             ),
         )
 
@@ -90,16 +70,55 @@ class Workflow:
         self,
         conn: Connection,
         *,
-        conversation_id: str,
+        suggestion: dict[str, Any],
         action: str,
         final_text: str | None,
         agent_id: str,
-        intent: str,
+        draft_kind: str | None,
+        escalate: bool | None,
+        route_to: str | None,
         started_at: datetime | None,
         at: datetime,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """The agent sent a reply: record it as its turn's answer, and open the escalation or department
+        item the reply promises (the sent draft's kind decides, unless ``escalate``/``route_to`` say).
+        Returns what was opened: ``{"escalation_id", "queue_item_id"}``."""
+        opened: dict[str, Any] = {"escalation_id": None, "queue_item_id": None}
         if action == "reject" or not final_text:
-            return
+            return opened
+        sid = suggestion["id"]
+        turn = suggestion.get("answers") or sid  # an escalation's answer answers the escalated message
+        conversation_id = suggestion["conversation_id"]
+        intent = suggestion["intent"]["label"]
+        if escalate is None:
+            escalate = draft_kind == "escalate"
+        department = (
+            self.department_for(draft_kind, suggestion.get("route")) if route_to is None else route_to
+        )
+        question = suggestion.get("customer_message") or ""
+        if escalate and not self.store.open_escalation_for(conn, sid):
+            opened["escalation_id"] = self.store.add_escalation(
+                conn,
+                conversation_id=conversation_id,
+                suggestion_id=sid,
+                question=question,
+                responsible=self.norms.routing.escalation_responsible,
+                at=at,
+                created_by=agent_id,
+            )
+        if department:
+            opened["queue_item_id"] = self.store.add_queue_item(
+                conn,
+                department=department,
+                kind=intent if intent in QUEUED_INTENTS else self.queue_kind(department),
+                conversation_id=conversation_id,
+                suggestion_id=sid,
+                message=question,
+                at=at,
+            )
+        ends = intent == "closing" and draft_kind == "closing"
+        if ends:  # the closing draft carries the satisfaction survey: the conversation ends with it
+            close_in(conn, conversation_id, agent_id, at, "closing reply")
         first = (at - started_at).total_seconds() if started_at else None
         self.store.touch_record(
             conn,
@@ -109,9 +128,30 @@ class Workflow:
                 final_reply=final_text,
                 agent_id=agent_id,
                 first_response_s=max(0.0, first) if first is not None else None,
-                status="closed" if intent == "closing" else "answered",
+                status="closed" if ends else "answered",
+                closed_at=at if ends else None,
+                escalated=True if opened["escalation_id"] else None,
+                routed_to=department or None,
+                answer_to=turn,
+                answer=final_text,
+                turn_escalated=bool(opened["escalation_id"]),
+                turn_routed_to=department or None,
             ),
         )
+        return opened
+
+    def departments(self) -> list[str]:
+        r = self.norms.routing
+        return list(
+            dict.fromkeys([r.complaint_department, r.suggestion_department, r.customer_info_department])
+        )
+
+    def department_for(self, draft_kind: str | None, route: str | None) -> str | None:
+        """The department a sent draft promises the customer's message goes to (None: no item)."""
+        return route if draft_kind in QUEUED_INTENTS and route else None
+
+    def queue_kind(self, department: str) -> str:
+        return "complaint" if department == self.norms.routing.complaint_department else "suggestion"
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -171,7 +211,9 @@ class Workflow:
         return items
 
     def resolve(self, escalation_id: str, *, answer: str, by: str) -> dict[str, Any]:
-        """Record the answer and offer it to content staff as a draft snippet (status draft)."""
+        """Record the colleague's answer: it is offered to content staff as a draft snippet, closes the
+        question's knowledge gap, and comes back into the conversation as a draft ready to send (the
+        record says so); the agent still decides whether to send it."""
         answer = answer.strip()
         if not answer:
             raise ValidationError("请填写答复内容（answer）", "answer must not be empty")
@@ -191,9 +233,91 @@ class Workflow:
                     status="draft",
                     tags=("escalation",),
                 ),
-                actor=by,
+                actor=f"key:{by}",  # as every KB change made with an API key (knowledge_api)
             )
+        at = self.clock.now()
+        draft = self._answer_draft(esc, answer)
         resolved = self.store.resolve_escalation(
-            escalation_id, answer=answer, by=by, at=self.clock.now(), snippet_id=snippet.id
+            escalation_id,
+            answer=answer,
+            by=by,
+            at=at,
+            snippet_id=snippet.id,
+            also=lambda conn: self._answer_back(conn, esc, draft, snippet.id, at),
         )
-        return {"escalation": resolved, "snippet": snippet.to_dict()}
+        return {"escalation": resolved, "snippet": snippet.to_dict(), "draft_suggestion_id": draft["id"]}
+
+    def _answer_draft(self, esc: dict[str, Any], answer: str) -> dict[str, Any]:
+        """The colleague's answer as a suggestion of one draft, checked against the norms like any reply."""
+        sid = uuid.uuid4().hex
+        violations = [v.to_dict() for v in self.norms.check(answer, CheckContext())]
+        return {
+            "id": sid,
+            "conversation_id": esc["conversation_id"],
+            "drafts": [
+                {
+                    "id": f"{sid[:12]}-1",
+                    "text": answer,
+                    "kind": "answer",
+                    "style": "escalation_answer",
+                    "citations": [],
+                    "violations": violations,
+                    "fixed_by_guard": False,
+                    "fixes": [],
+                    "ungrounded": [],
+                }
+            ],
+            "intent": {"label": "inquiry", "confidence": 1.0},
+            "route": None,
+            "escalate": False,
+            "plan": {"kind": "escalation_answer", "reason": f"escalation {esc['id']} answered"},
+            "escalation_id": esc["id"],
+            "answers": esc["suggestion_id"],  # the customer message (turn) this answer is for
+            "first_reply": False,
+            "offline": False,
+            "customer_waited_s": None,
+            "drafter": "escalation",
+            "fallback": False,
+            "fallback_reason": None,
+            "retrieval": {"confidence": "high", "kb_revision": 0, "hits": []},
+            "timings_ms": {},
+        }
+
+    def _answer_back(
+        self, conn: Connection, esc: dict[str, Any], draft: dict[str, Any], snippet_id: str, at: datetime
+    ) -> None:
+        conversation_id = esc["conversation_id"]
+        if self.store.conversation_exists(conn, conversation_id):
+            draft["customer_at"] = at.isoformat()
+            self.store.add_ready_suggestion(conn, draft, question=esc["question"], at=at)
+            self.store.touch_record(
+                conn,
+                conversation_id,
+                RecordEvent(
+                    at=at,
+                    status="answer_ready",
+                    answer_to=esc["suggestion_id"] or "",
+                    escalation_answer=draft["drafts"][0]["text"],
+                ),
+            )
+        if esc["suggestion_id"]:
+            close_gap_questions(conn, esc["suggestion_id"], esc["question"], snippet_id)
+
+    def close(
+        self, conversation_id: str, *, by: str, survey: bool, may_override: bool, note: str | None
+    ) -> dict[str, Any]:
+        """End a conversation: the norms' closing with the satisfaction survey is sent as the last
+        message (unless ``survey`` is false), and the record is completed (status closed)."""
+        at = self.clock.now()
+        text = self.norms.render("closing") if survey else None
+
+        def finish(conn: Connection) -> None:
+            if text:
+                add_message(conn, conversation_id, "agent", text, at, None)
+            self.store.touch_record(conn, conversation_id, RecordEvent(at=at, status="closed", closed_at=at))
+
+        out = self.desk.close(
+            conversation_id, by=by, at=at, may_override=may_override, note=note, also=finish
+        )
+        out["closing_message"] = text
+        return out

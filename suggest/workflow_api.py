@@ -22,6 +22,11 @@ EDIT_ROLES = ("agent", "editor", "admin")
 RECORD_READERS = ("agent", "evaluator", "admin")
 
 
+def role_of(request: Request[Any, Any, Any]) -> str | None:
+    """The role of the API key that made the request (admins may transfer and close any conversation)."""
+    return getattr(request.scope.get("user"), "role", None)
+
+
 def _parse_at(value: str | None, field_name: str) -> datetime | None:
     if value is None:
         return None
@@ -65,6 +70,20 @@ class SatisfactionBody:
 
 
 @dataclass
+class TransferBody:
+    #: the colleague's name (their API key's name, as the console shows it)
+    to: str
+    note: str | None = None
+
+
+@dataclass
+class CloseBody:
+    #: send the norms' closing with the satisfaction survey as the last message
+    survey: bool = True
+    note: str | None = None
+
+
+@dataclass
 class EscalationBody:
     conversation_id: str
     question: str
@@ -104,6 +123,73 @@ class WorkflowController(Controller):
             "items": items,
             "wait_limit_s": workflow.norms.wait_limit_s,
         }
+
+    @get("/conversations/{conversation_id:str}", sync_to_thread=True, guards=[allow(*AGENTS)])
+    def conversation(
+        self, conversation_id: FromPath[str], workflow: NamedDependency[Workflow]
+    ) -> dict[str, Any]:
+        """A conversation's lifecycle: status (open, claimed, closed), owner, and who did what when."""
+        return workflow.desk.lifecycle(conversation_id)
+
+    @post(
+        "/conversations/{conversation_id:str}/claim",
+        sync_to_thread=True,
+        guards=[allow(*AGENTS)],
+        status_code=200,
+    )
+    def claim(
+        self,
+        conversation_id: FromPath[str],
+        workflow: NamedDependency[Workflow],
+        request: Request[Any, Any, Any],
+    ) -> dict[str, Any]:
+        """The caller takes the conversation; 409 ``claimed_by_other`` if a colleague has it."""
+        return workflow.desk.claim(conversation_id, caller(request), workflow.clock.now())
+
+    @post(
+        "/conversations/{conversation_id:str}/transfer",
+        sync_to_thread=True,
+        guards=[allow(*AGENTS)],
+        status_code=200,
+    )
+    def transfer(
+        self,
+        conversation_id: FromPath[str],
+        data: JSONBody[TransferBody],
+        workflow: NamedDependency[Workflow],
+        request: Request[Any, Any, Any],
+    ) -> dict[str, Any]:
+        """Hand the conversation to a colleague (its owner, or an admin)."""
+        return workflow.desk.transfer(
+            conversation_id,
+            by=caller(request),
+            to=data.to.strip(),
+            at=workflow.clock.now(),
+            may_override=role_of(request) == "admin",
+            note=(data.note or "").strip() or None,
+        )
+
+    @post(
+        "/conversations/{conversation_id:str}/close",
+        sync_to_thread=True,
+        guards=[allow(*AGENTS)],
+        status_code=200,
+    )
+    def close(
+        self,
+        conversation_id: FromPath[str],
+        data: JSONBody[CloseBody],
+        workflow: NamedDependency[Workflow],
+        request: Request[Any, Any, Any],
+    ) -> dict[str, Any]:
+        """End the conversation: the closing with the satisfaction survey is sent, the record completed."""
+        return workflow.close(
+            conversation_id,
+            by=caller(request),
+            survey=data.survey,
+            may_override=role_of(request) == "admin",
+            note=(data.note or "").strip() or None,
+        )
 
     @post(
         "/conversations/{conversation_id:str}/satisfaction",
@@ -245,10 +331,13 @@ class WorkflowController(Controller):
         workflow: NamedDependency[Workflow],
         start: Annotated[str | None, QueryParameter(name="from")] = None,
         end: Annotated[str | None, QueryParameter(name="to")] = None,
+        agent: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
-        """Service records (在线客服受理记录) of the conversations started in [from, to]."""
+        """Service records (在线客服受理记录) of the conversations started in [from, to], optionally of one
+        agent and one status; ``turns`` lists every customer message with its intent and final answer."""
         lo, hi = _day_bounds(workflow, start, end)
-        items = workflow.store.records(lo, hi)
+        items = workflow.store.records(lo, hi, agent=agent or None, status=status or None)
         return {"from": start, "to": end, "count": len(items), "items": items}
 
     @get("/records/export", sync_to_thread=True, guards=[allow(*RECORD_READERS)])
@@ -258,10 +347,12 @@ class WorkflowController(Controller):
         format: FromQuery[Literal["csv", "xlsx"]] = "xlsx",
         start: Annotated[str | None, QueryParameter(name="from")] = None,
         end: Annotated[str | None, QueryParameter(name="to")] = None,
+        agent: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         """The records as CSV or XLSX (Chinese headers; XLSX: a summary sheet and one sheet per day)."""
         lo, hi = _day_bounds(workflow, start, end)
-        items = workflow.store.records(lo, hi)
+        items = workflow.store.records(lo, hi, agent=agent or None, status=status or None)
         zone = workflow.norms.hours.zone
         name = f"kefu-records-{start or 'all'}-{end or 'all'}.{format}"
         if format == "csv":

@@ -114,9 +114,30 @@ def test_agent_gets_drafts_edits_with_live_norms_approves_and_finds_the_record(
     page.goto(f"{env.base}/records")
     row = page.locator("#records-table tr[data-record='web-flow']")
     row.wait_for()
-    assert row.locator("td.reply").inner_text() == second
+    answers = row.locator("td.turns li .a")
+    assert answers.count() == 2 and answers.last.inner_text() == "→ " + second
+    assert answers.first.inner_text() == "→ " + edited
     assert "agent-1" in row.inner_text() and "请问怎么申请退货" in row.inner_text()
+    assert row.locator("td[data-status]").inner_text() == "已回复"  # words, not codes
+    assert row.locator("td.intents .badge").first.inner_text() == "售后"
     screenshot(page, "records")
+    # A correction in the page, sent with the version shown (If-Match).
+    row.locator("details.correct summary").click()
+    row.locator("input[name=notes]").fill("客户要求上门取件")
+    version = int(row.get_attribute("data-version") or "0")
+    row.locator("details.correct button[type=submit]").click()
+    page.wait_for_selector(f"#records-table tr[data-record='web-flow'][data-version='{version + 1}']")
+    assert "客户要求上门取件" in page.locator("#records-table tr[data-record='web-flow']").inner_text()
+    # A stale version (someone corrected it meanwhile) is refused and nothing changes.
+    stale = env.call(
+        "POST",
+        "/ui/records/web-flow",
+        "agent",
+        data={"notes": "旧的更正"},
+        headers={"If-Match": f'"v{version}"'},
+    )
+    assert stale.status_code == 412
+    assert env.call("GET", "/v1/records/web-flow", "agent").json()["notes"] == "客户要求上门取件"
     # Downloads carry the key too (fetched by the page, saved from a blob).
     with page.expect_download() as csv_download:
         page.locator("button.download[data-format='csv']").click()
@@ -169,10 +190,10 @@ def test_waiting_times_are_highlighted_and_offline_messages_come_first(page: Any
     screenshot(page, "console-list")
 
 
-def test_reject_needs_a_reason_and_escalations_and_complaints_have_their_tab(page: Any, env: WebEnv) -> None:
+def test_reject_needs_a_reason_then_the_agent_writes_their_own_reply(page: Any, env: WebEnv) -> None:
     env.sign_in(page, "agent")
-    simulate(page, "可以去你们仓库自提吗", "web-escalate")
-    assert page.locator("#conv-view .draft .kind").first.get_attribute("data-kind") == "escalate"
+    simulate(page, "我要投诉，快递太慢了！", "web-own", "赵先生")
+    assert page.locator("#conv-view .draft .kind").first.get_attribute("data-kind") == "complaint"
     page.locator("body").press("1")
     page.keyboard.press("r")
     reason = page.locator("#conv-view .draft.selected .reject-form input[name=reason]")
@@ -180,29 +201,30 @@ def test_reject_needs_a_reason_and_escalations_and_complaints_have_their_tab(pag
     page.locator("#conv-view .draft.selected .reject-form button[type=submit]").click()
     assert reason.evaluate("i => !i.validity.valid")  # no reason: the form is not sent
     assert page.locator("#conv-view [data-decided]").count() == 0
-    reason.fill("客户已离开")
+    reason.fill("先查物流再回复")
     page.keyboard.press("Enter")
     page.wait_for_selector("#conv-view [data-decided='reject']")
     assert page.locator("#conv-view .thread .msg.agent").count() == 0  # nothing was sent
-
-    simulate(page, "我要投诉，快递太慢了！", "web-complaint")
-    assert page.locator("#conv-view .draft .kind").first.get_attribute("data-kind") == "complaint"
-
+    assert page.locator("#conv-view .draft").count() == 0
+    # Rejecting leaves the agent's own editor open, focused, with the norms badge as they type.
+    own = page.locator("#conv-view .own-reply textarea")
+    page.wait_for_function(
+        "() => document.activeElement === document.querySelector('#conv-view .own-reply textarea')"
+    )
+    page.keyboard.type("不知道哦")
+    page.wait_for_selector("#conv-view .own-reply .norm-live [data-norms='error']")
+    own.fill("")
+    page.keyboard.type("您好，非常抱歉让您久等，我马上为您催促快递，请稍等。")
+    page.wait_for_selector("#conv-view .own-reply .norm-live [data-norms='ok']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#conv-view [data-decided='write']")
+    assert (
+        page.locator("#conv-view .thread .msg.agent p").last.inner_text().startswith("您好，非常抱歉让您久等")
+    )
+    # Nothing went to 售后服务部: the drafts that promised it were rejected, the own reply did not route.
     page.locator(".tabs [data-tab='tab-queues']").click()
-    esc = page.locator("#queues li[data-escalation]", has_text="可以去你们仓库自提吗")
-    esc.wait_for()
-    item = page.locator("#queues [data-department='售后服务部'] li[data-queue-item]", has_text="快递太慢")
-    item.wait_for()
-    screenshot(page, "console-queues")
-    esc.locator("input[name=answer]").fill("暂不支持仓库自提，所有订单均由快递配送。")
-    esc.locator("button[type=submit]").click()
-    page.wait_for_selector("#queues .flash.ok")
-    assert page.locator("#queues li[data-escalation]", has_text="可以去你们仓库自提吗").count() == 0
-    item = page.locator("#queues [data-department='售后服务部'] li[data-queue-item]", has_text="快递太慢")
-    item.locator("button[type=submit]").click()
-    # The tab still shows the first action's "ok" flash: wait for the item itself to go (a flake in CI).
-    page.locator("#queues li[data-queue-item]", has_text="快递太慢").wait_for(state="detached")
-    assert page.locator("#queues li[data-queue-item]", has_text="快递太慢").count() == 0
-    # The escalation's answer is offered to content staff as a draft snippet.
-    drafts = env.call("GET", "/v1/knowledge/snippets?status=draft&tag=escalation", "editor").json()["items"]
-    assert any("自提" in s["question"] and "仓库自提" in s["answer"] for s in drafts)
+    page.wait_for_selector("#queues [data-department='售后服务部']")
+    assert page.locator("#queues li[data-queue-item]", has_text="快递太慢了").count() == 0
+    # The record has the agent's own words as the answer.
+    rec = env.call("GET", "/v1/records/web-own", "agent").json()
+    assert rec["turns"][0]["answer"].startswith("您好，非常抱歉让您久等") and rec["agent_id"] == "agent-1"

@@ -76,23 +76,31 @@ def api(
 # -- 1. intents and routing to department queues ---------------------------------------------------
 
 
-def test_complaint_and_suggestion_are_routed_to_department_queues(api: Api) -> None:
+def test_complaint_and_suggestion_reach_department_queues_when_the_reply_is_sent(api: Api) -> None:
     c = api.suggest("w-complaint", "我要投诉，你们的快递太慢了，客服态度也差！")
     assert c["intent"]["label"] == "complaint" and c["route"] == "售后服务部"
     assert "售后服务部" in c["drafts"][0]["text"] and "24小时" in c["drafts"][0]["text"]
     s = api.suggest("w-suggest", "建议你们出个粉色的吹风机")
     assert s["route"] == "销售部" and "销售部" in s["drafts"][0]["text"]
+    # Drafts alone open nothing: the items come with the replies that promise them.
+    assert api.get(f"/v1/queues/{quote('售后服务部')}").json()["count"] == 0
+    assert api.get(f"/v1/queues/{quote('销售部')}").json()["count"] == 0
+    sent = api.approve(c)
+    assert sent["queue_item_id"] and sent["escalation_id"] is None
+    api.approve(s)
     after_sales = api.get(f"/v1/queues/{quote('售后服务部')}").json()
     assert [i["conversation_id"] for i in after_sales["items"]] == ["w-complaint"]
     item = after_sales["items"][0]
     assert item["kind"] == "complaint" and item["status"] == "open"
-    info = api.suggest("w-info", "我的手机号是13812345678，有事打这个就行")
+    info = api.suggest("w-info", "我的手机号是13812345678，有事打这个就行", customer={"name": "陈先生"})
     assert info["intent"]["label"] == "customer_info" and info["route"] == "销售部"
     assert info["escalate"] is False and info["plan"]["kind"] == "customer_info"
     assert info["drafts"][0]["kind"] == "customer_info" and "销售部" in info["drafts"][0]["text"]
     assert "13812345678" not in info["drafts"][0]["text"]  # the customer's number is not read back
+    api.approve(info)
     sales = api.get(f"/v1/queues/{quote('销售部')}").json()
     assert [i["kind"] for i in sales["items"]] == ["suggestion", "customer_info"]
+    assert sales["items"][1]["customer_name"] == "陈先生"  # lists say who, not only an id
     assert api.get("/v1/escalations").json()["count"] == 0  # details left are no question to escalate
     done = api.post(f"/v1/queues/{quote('售后服务部')}/{item['id']}/done", {"note": "已电话联系客户"})
     assert done.status_code == 200 and done.json()["status"] == "done"
@@ -103,22 +111,43 @@ def test_complaint_and_suggestion_are_routed_to_department_queues(api: Api) -> N
 # -- 2. escalation instead of guessing ---------------------------------------------------------------
 
 
-def test_escalation_is_recorded_flagged_when_old_and_resolved_into_a_draft_snippet(api: Api) -> None:
+def test_escalation_is_opened_on_send_flagged_when_old_and_answered_back_into_the_conversation(
+    api: Api,
+) -> None:
     s = api.suggest("w-esc", "我家的猫最近不爱吃猫粮怎么办")
-    assert s["escalate"] is True
+    assert s["escalate"] is True and s["drafts"][0]["kind"] == "escalate"
+    assert api.get("/v1/escalations").json()["count"] == 0  # not before the agent sends it
+    gaps = api.get("/v1/knowledge/gaps").json()["items"]
+    assert any("猫粮" in ex["text"] for g in gaps for ex in g["examples"])
+    assert api.approve(s)["escalation_id"]
     items = api.get("/v1/escalations").json()["items"]
     assert len(items) == 1 and items[0]["conversation_id"] == "w-esc" and items[0]["overdue"] is False
+    assert items[0]["created_by"] == "agent-7"
+    assert api.get("/v1/records/w-esc").json()["escalated"] is True
     api.clock.advance(25 * 3600)
     esc = api.get("/v1/escalations").json()
     assert esc["overdue"] == 1 and esc["items"][0]["overdue"] is True
     r = api.post(
-        f"/v1/escalations/{items[0]['id']}/resolve", {"answer": "本店不销售宠物用品，建议咨询宠物医生。"}
+        f"/v1/escalations/{items[0]['id']}/resolve",
+        {"answer": "您好，本店不销售宠物用品，建议咨询宠物医生。"},
     )
-    assert r.status_code == 200
+    assert r.status_code == 200, r.text
     snippet = r.json()["snippet"]
-    assert snippet["status"] == "draft" and snippet["answer"].startswith("本店不销售宠物用品")
+    assert snippet["status"] == "draft" and snippet["answer"].startswith("您好，本店不销售宠物用品")
     got = api.get(f"/v1/knowledge/snippets/{snippet['id']}").json()
     assert got["question"] == "我家的猫最近不爱吃猫粮怎么办"
+    # The loop closes: the gap leaves the list, the record says the answer is ready, and the answer is
+    # the conversation's next draft.
+    gaps = api.get("/v1/knowledge/gaps").json()["items"]
+    assert not any("猫粮" in ex["text"] for g in gaps for ex in g["examples"])
+    rec = api.get("/v1/records/w-esc").json()
+    assert rec["status"] == "answer_ready" and rec["turns"][0]["escalation_answer"].startswith("您好，本店")
+    ready = api.get(f"/v1/suggestions/{r.json()['draft_suggestion_id']}")
+    assert ready.status_code == 200 and ready.json()["drafts"][0]["text"].startswith("您好，本店不销售")
+    sent = api.approve(ready.json())
+    assert sent["final_text"].startswith("您好，本店不销售")
+    rec = api.get("/v1/records/w-esc").json()
+    assert rec["status"] == "answered" and rec["turns"][0]["answer"].startswith("您好，本店不销售")
     assert api.post(f"/v1/escalations/{items[0]['id']}/resolve", {"answer": "x"}).status_code == 409
     assert api.get("/v1/escalations").json()["count"] == 0
     manual = api.post("/v1/escalations", {"conversation_id": "w-esc", "question": "客户要求开具纸质发票"})
@@ -129,7 +158,7 @@ def test_escalation_is_recorded_flagged_when_old_and_resolved_into_a_draft_snipp
 
 
 def test_waiting_customers_longest_first_and_late_replies_apologise(api: Api) -> None:
-    first = api.suggest("w-wait-1", "运费怎么算")
+    api.suggest("w-wait-1", "运费怎么算")
     api.clock.advance(30)
     api.suggest("w-wait-2", "可以开专票吗")
     api.clock.advance(50)
@@ -144,7 +173,7 @@ def test_waiting_customers_longest_first_and_late_replies_apologise(api: Api) ->
         ("抱歉", "非常抱歉", "很抱歉", "不好意思", "您好，我是在线客服")
     ), again["drafts"][0]["text"]
     assert "抱歉" in again["drafts"][0]["text"][:40]
-    api.approve(first)
+    api.approve(again)  # the drafts of the newest message (the older ones are stale now)
     left = [w["conversation_id"] for w in api.get("/v1/conversations?status=waiting").json()["items"]]
     assert left == ["w-wait-2"]
 
@@ -214,8 +243,12 @@ def test_records_filled_edited_exported_and_rated(api: Api, tmp_path: Path) -> N
     body = rec.json()
     assert body["customer_name"] == "王女士" and body["channel"] == "web" and body["intent"] == "after_sales"
     assert body["summary"] == "请问怎么申请退货？" and body["agent_id"] == "agent-7"
+    assert [t["question"] for t in body["turns"]] == ["请问怎么申请退货？", "好的，谢谢"]
+    assert body["turns"][0]["answer"] == s["drafts"][0]["text"]
     assert body["first_response_s"] == pytest.approx(42, abs=1) and body["status"] == "closed"
     assert body["final_reply"].startswith("感谢您的咨询") or "评价" in body["final_reply"]
+    life = api.get("/v1/conversations/w-rec").json()  # the closing reply, with its survey, ended it
+    assert life["status"] == "closed" and life["closed_by"] == "agent-7" and body["closed_at"]
     r = api.post("/v1/conversations/w-rec/satisfaction", {"score": 5, "comment": "很满意"})
     assert r.status_code == 200 and r.json()["satisfaction"] == 5
     assert api.post("/v1/conversations/w-rec/satisfaction", {"score": 9}).status_code == 422
@@ -241,7 +274,8 @@ def test_records_filled_edited_exported_and_rated(api: Api, tmp_path: Path) -> N
     wb = load_workbook(io.BytesIO(xlsx.content))
     assert wb.sheetnames == ["汇总", "2026-11-26"]
     day = wb["2026-11-26"]
-    assert day["A1"].value == "时间" and day["G2"].value == "咨询退货流程" and day["N2"].value == 5
+    assert day["A1"].value == "时间" and day["G2"].value == "咨询退货流程" and day["O2"].value == 5
+    assert day["F2"].value == "售后" and day["H2"].value.startswith("1. 问：请问怎么申请退货？")
 
 
 # -- 8. promotions -------------------------------------------------------------------------------------------

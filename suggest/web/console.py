@@ -1,5 +1,6 @@
-"""Fragments of the agent console: the conversation list, one conversation with its drafts, the
-decision, the live norms check while editing, the auto-reply state and the escalations/queues tab.
+"""Fragments of the agent console: the conversation list, one conversation with its drafts and its
+lifecycle (claim, take over, transfer, close), the decision or the agent's own reply, the live norms
+check while editing, the auto-reply state and the escalations/queues tab.
 
 They call the same services as the JSON API (pipeline, workflow, ``record_decision``), so a decision
 made in the browser is stored, checked and counted exactly like one made over the API.
@@ -11,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
@@ -20,12 +21,13 @@ from litestar.response import Template
 from knowledge.errors import NotFoundError, ValidationError
 from prompts import CheckContext
 from suggest.auth import allow
+from suggest.errors import StaleSuggestion
 from suggest.http import caller
 from suggest.norms_api import check_text, suggestion_context
 from suggest.pipeline import SuggestionPipeline, SuggestionRequest
 from suggest.suggest_api import DecisionBody, record_decision
-from suggest.web.common import CONSOLE_ROLES, QUEUE_ROLES, render
-from suggest.web.queries import conversation_list, conversation_view
+from suggest.web.common import CONSOLE_ROLES, QUEUE_ROLES, lang_of, render, role_of
+from suggest.web.queries import conversation_list, conversation_stamp, conversation_view, workflow_labels
 from suggest.workflow import Workflow
 
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -45,6 +47,18 @@ class DecisionForm:
     draft_id: str = ""
     final_text: str = ""
     reason: str = ""
+    escalate: str = ""  # "1": the own reply passes the question to the responsible colleague
+    route_to: str = ""  # a department for the own reply ("": none)
+
+
+@dataclass
+class TransferForm:
+    to: str = ""
+
+
+@dataclass
+class CloseForm:
+    survey: str = "1"
 
 
 @dataclass
@@ -61,11 +75,6 @@ class ResolveForm:
 @dataclass
 class DoneForm:
     note: str = ""
-
-
-def _departments(workflow: Workflow) -> list[str]:
-    r = workflow.norms.routing
-    return list(dict.fromkeys([r.complaint_department, r.suggestion_department, r.customer_info_department]))
 
 
 class ConsoleFragments(Controller):
@@ -87,7 +96,12 @@ class ConsoleFragments(Controller):
     def conversations(self, request: Request[Any, Any, Any], workflow: NamedDependency[Workflow]) -> Template:
         rows = conversation_list(workflow.kb.store.engine, workflow.clock.now(), workflow.norms.wait_limit_s)
         return render(
-            request, "fragments/conversations.html", rows=rows, wait_limit_s=workflow.norms.wait_limit_s
+            request,
+            "fragments/conversations.html",
+            rows=rows,
+            wait_limit_s=workflow.norms.wait_limit_s,
+            me=caller(request),
+            **workflow_labels(lang_of(request)),
         )
 
     @get("/conversations/{conversation_id:str}", sync_to_thread=True, guards=[allow(*CONSOLE_ROLES)])
@@ -129,18 +143,123 @@ class ConsoleFragments(Controller):
         workflow: NamedDependency[Workflow],
     ) -> Template:
         """Approve, edit or reject a draft; the agent is the signed-in key."""
-        if data.action not in ("approve", "edit", "reject"):
-            raise ValidationError("操作必须是批准、修改或拒绝", "action must be approve, edit or reject")
+        if data.action not in ("approve", "edit", "reject", "write"):
+            raise ValidationError(
+                "操作必须是批准、修改、拒绝或自己撰写", "action must be approve, edit, reject or write"
+            )
+        writes = data.action == "write"
         body = DecisionBody(
             action=data.action,  # type: ignore[arg-type]
             agent_id=caller(request),
-            draft_id=data.draft_id or None,
-            final_text=data.final_text if data.action == "edit" else None,
+            draft_id=(data.draft_id or None) if not writes else None,
+            final_text=data.final_text if data.action in ("edit", "write") else None,
             reason=data.reason if data.action == "reject" else None,
+            escalate=True if writes and data.escalate else None,
+            route_to=(data.route_to or None) if writes else None,
         )
-        out = record_decision(pipeline, data.suggestion_id, body)
         conversation_id = pipeline.store.suggestion(data.suggestion_id)["conversation_id"]
+        try:
+            out = record_decision(pipeline, data.suggestion_id, body)
+        except StaleSuggestion as e:
+            # Never send a draft written for an older message: show the newer one and its drafts, and
+            # keep what the agent typed so that nothing is lost.
+            return self._view(
+                request,
+                workflow,
+                conversation_id,
+                trigger="kefu:changed",
+                stale={"newer": (e.details or {}).get("newer_messages", []), "text": body.final_text or ""},
+            )
         return self._view(request, workflow, conversation_id, trigger="kefu:changed", decided=out)
+
+    @get("/conversations/{conversation_id:str}/stamp", sync_to_thread=True, guards=[allow(*CONSOLE_ROLES)])
+    def stamp(self, conversation_id: FromPath[str], workflow: NamedDependency[Workflow]) -> Response[str]:
+        """Polled by the open conversation every few seconds: a new value means "fetch the view again"."""
+        return Response(
+            conversation_stamp(workflow.kb.store.engine, conversation_id),
+            media_type="text/plain",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @post(
+        "/conversations/{conversation_id:str}/claim",
+        sync_to_thread=True,
+        guards=[allow(*CONSOLE_ROLES)],
+        status_code=200,
+    )
+    def claim(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[str],
+        workflow: NamedDependency[Workflow],
+    ) -> Template:
+        workflow.desk.claim(conversation_id, caller(request), workflow.clock.now())
+        return self._view(request, workflow, conversation_id, trigger="kefu:changed")
+
+    @post(
+        "/conversations/{conversation_id:str}/take-over",
+        sync_to_thread=True,
+        guards=[allow(*CONSOLE_ROLES)],
+        status_code=200,
+    )
+    def take_over(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[str],
+        workflow: NamedDependency[Workflow],
+    ) -> Template:
+        """After the warning: the agent takes over a conversation a colleague claimed."""
+        me = caller(request)
+        workflow.desk.transfer(
+            conversation_id, by=me, to=me, at=workflow.clock.now(), may_override=True, note="take over"
+        )
+        return self._view(request, workflow, conversation_id, trigger="kefu:changed")
+
+    @post(
+        "/conversations/{conversation_id:str}/transfer",
+        sync_to_thread=True,
+        guards=[allow(*CONSOLE_ROLES)],
+        status_code=200,
+    )
+    def transfer(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[str],
+        data: Annotated[TransferForm, FORM],
+        workflow: NamedDependency[Workflow],
+    ) -> Template:
+        workflow.desk.transfer(
+            conversation_id,
+            by=caller(request),
+            to=data.to.strip(),
+            at=workflow.clock.now(),
+            may_override=role_of(request) == "admin",
+            note=None,
+        )
+        return self._view(request, workflow, conversation_id, trigger="kefu:changed")
+
+    @post(
+        "/conversations/{conversation_id:str}/close",
+        sync_to_thread=True,
+        guards=[allow(*CONSOLE_ROLES)],
+        status_code=200,
+    )
+    def close(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[str],
+        data: Annotated[CloseForm, FORM],
+        workflow: NamedDependency[Workflow],
+    ) -> Template:
+        """End the conversation with the satisfaction survey (the norms' closing) and complete the record."""
+        workflow.close(
+            conversation_id,
+            by=caller(request),
+            survey=data.survey == "1",
+            may_override=role_of(request) == "admin",
+            note=None,
+        )
+        return self._view(request, workflow, conversation_id, trigger="kefu:changed")
 
     @post("/check", sync_to_thread=True, guards=[allow(*CONSOLE_ROLES)], status_code=200)
     def check(
@@ -177,7 +296,7 @@ class ConsoleFragments(Controller):
         data: Annotated[DoneForm, FORM],
         workflow: NamedDependency[Workflow],
     ) -> Template:
-        for department in _departments(workflow):
+        for department in workflow.departments():
             if any(i["id"] == item_id for i in workflow.store.queue(department, "open")):
                 workflow.store.queue_done(
                     department,
@@ -198,9 +317,10 @@ class ConsoleFragments(Controller):
             request,
             "fragments/queues.html",
             escalations=workflow.escalations("open"),
-            queues=[(d, workflow.store.queue(d, "open")) for d in _departments(workflow)],
+            queues=[(d, workflow.store.queue(d, "open")) for d in workflow.departments()],
             zone=workflow.norms.hours.zone,
             done=done,
+            **workflow_labels(lang_of(request)),
         )
 
     def _view(
@@ -211,6 +331,7 @@ class ConsoleFragments(Controller):
         *,
         trigger: str | None = None,
         decided: dict[str, Any] | None = None,
+        stale: dict[str, Any] | None = None,
     ) -> Template:
         view = conversation_view(workflow.kb.store.engine, conversation_id, workflow.clock.now())
         if view is None:
@@ -223,6 +344,10 @@ class ConsoleFragments(Controller):
             headers={"HX-Trigger": trigger} if trigger else None,
             view=view,
             decided=decided,
+            stale=stale,
+            me=caller(request),
+            departments=workflow.departments(),
+            **workflow_labels(lang_of(request)),
             zone=workflow.norms.hours.zone,
             wait_limit_s=workflow.norms.wait_limit_s,
         )

@@ -12,8 +12,23 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from suggest import schema as t
+from suggest.records_export import intent_label, status_label
 
 LIST_LIMIT = 100
+
+
+def display_name(actor: str | None) -> str:
+    """An author as people read it: the KB API records ``key:NAME``, the workflow ``NAME``; show NAME."""
+    return (actor or "").removeprefix("key:")
+
+
+def workflow_labels(lang: str) -> dict[str, Any]:
+    """Template helpers of the console and /records: intents and statuses as words, authors by name."""
+    return {
+        "intent_label": lambda code: intent_label(code, lang),
+        "status_label": lambda code: status_label(code, lang),
+        "who": display_name,
+    }
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -30,6 +45,8 @@ class ConversationRow:
     waiting_s: float | None  # None: answered, nobody waits
     offline: bool  # a message left while the service was closed still waits for its reply
     over_limit: bool
+    status: str = "open"  # open, claimed, closed
+    owner: str | None = None
 
 
 @dataclass
@@ -43,6 +60,13 @@ class ConversationView:
     waiting_s: float | None
     record: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    status: str = "open"  # open, claimed, closed
+    owner: str | None = None
+    claimed_at: datetime | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stamp: str = ""  # changes whenever the view would (polled by the console)
 
 
 def conversation_list(engine: Engine, now: datetime, wait_limit_s: float) -> list[ConversationRow]:
@@ -52,7 +76,7 @@ def conversation_list(engine: Engine, now: datetime, wait_limit_s: float) -> lis
     with engine.connect() as conn:
         rows = conn.execute(
             select(c)
-            .where(c.c.status == "open")
+            .where(c.c.status != "closed")
             .order_by(c.c.waiting_since.is_(None), c.c.waiting_since, c.c.updated_at.desc())
             .limit(LIST_LIMIT)
         ).all()
@@ -95,6 +119,8 @@ def conversation_list(engine: Engine, now: datetime, wait_limit_s: float) -> lis
                 waiting_s=None if waited is None else round(waited, 1),
                 offline=r.id in offline and since is not None,
                 over_limit=waited is not None and waited > wait_limit_s,
+                status=r.status,
+                owner=r.owner,
             )
         )
     # Offline messages first; the query already put the waiting ones (longest first) before the rest.
@@ -144,6 +170,15 @@ def conversation_view(engine: Engine, conversation_id: str, now: datetime) -> Co
                     "violations": json.loads(d.violations or "[]"),
                     "at": _aware(d.created_at),
                 }
+        events = [
+            {"action": e.action, "actor": e.actor, "target": e.target, "note": e.note, "at": _aware(e.at)}
+            for e in conn.execute(
+                select(t.conversation_events)
+                .where(t.conversation_events.c.conversation_id == conversation_id)
+                .order_by(t.conversation_events.c.id)
+            )
+        ]
+        stamp = _stamp(conn, conversation_id)
     since = _aware(conv.waiting_since)
     return ConversationView(
         id=conv.id,
@@ -153,4 +188,47 @@ def conversation_view(engine: Engine, conversation_id: str, now: datetime) -> Co
         suggestion=suggestion,
         decision=decision,
         waiting_s=None if since is None else round(max(0.0, (now - since).total_seconds()), 1),
+        status=conv.status,
+        owner=conv.owner,
+        claimed_at=_aware(conv.claimed_at),
+        closed_at=_aware(conv.closed_at),
+        closed_by=conv.closed_by,
+        events=events,
+        stamp=stamp,
     )
+
+
+def _stamp(conn: Any, conversation_id: str) -> str:
+    """One query: the last message, the decisions and suggestions so far, status, owner, last change."""
+    c = t.conversations.c
+
+    def count(table: Any) -> Any:
+        return (
+            select(func.count()).select_from(table).where(table.c.conversation_id == conversation_id)
+        ).scalar_subquery()
+
+    last = (
+        select(func.max(t.messages.c.id)).where(t.messages.c.conversation_id == conversation_id)
+    ).scalar_subquery()
+    row = conn.execute(
+        select(
+            c.updated_at,
+            c.status,
+            c.owner,
+            last.label("last"),
+            count(t.decisions).label("decided"),
+            count(t.suggestions).label("suggested"),
+        ).where(c.id == conversation_id)
+    ).first()
+    if row is None:
+        return ""
+    return (
+        f"{row.last or 0}.{row.decided}.{row.suggested}.{row.status}.{row.owner or ''}"
+        f".{_aware(row.updated_at)}"
+    )
+
+
+def conversation_stamp(engine: Engine, conversation_id: str) -> str:
+    """What the console polls: it changes when a message, a decision, a claim or a close happens."""
+    with engine.connect() as conn:
+        return _stamp(conn, conversation_id)

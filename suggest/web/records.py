@@ -14,16 +14,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Template
 
 from knowledge.errors import NotFoundError
-from suggest.auth import allow
-from suggest.web.common import RECORD_READERS, render
+from suggest.auth import AGENTS, allow
+from suggest.http import if_match, stale_is_412
+from suggest.records_export import INTENT_ZH, STATUS_ZH, turns_text
+from suggest.web.common import RECORD_READERS, lang_of, render
+from suggest.web.queries import workflow_labels
 from suggest.workflow import Workflow
 from suggest.workflow_api import _day_bounds
+from suggest.workflow_store import record_intents
+
+#: What an agent corrects in the page (the API's PATCH takes every editable field).
+CORRECTABLE = ("intent", "summary", "status", "notes")
+
+
+@dataclass
+class CorrectionForm:
+    intent: str = ""
+    summary: str = ""
+    status: str = ""
+    notes: str = ""
+
 
 
 def eval_dir() -> Path:
@@ -129,20 +146,62 @@ class RecordsFragments(Controller):
         workflow: NamedDependency[Workflow],
         start: Annotated[str | None, QueryParameter(name="from")] = None,
         end: Annotated[str | None, QueryParameter(name="to")] = None,
+        agent: Annotated[str | None, QueryParameter(name="agent")] = None,
+        status: Annotated[str | None, QueryParameter(name="status")] = None,
     ) -> Template:
-        """The service records (在线客服受理记录) of the conversations started in [from, to]."""
+        """The service records (在线客服受理记录) of the conversations started in [from, to], optionally
+        of one agent and one status."""
         zone = workflow.norms.hours.zone
         today = workflow.clock.now().astimezone(zone).date().isoformat()
         start, end = start or today, end or today
         lo, hi = _day_bounds(workflow, start, end)
-        items = workflow.store.records(lo, hi)
+        items = workflow.store.records(lo, hi, agent=agent or None, status=status or None)
+        return self._table(request, workflow, items=items, start=start, end=end, agent=agent, status=status)
+
+    @post("/{conversation_id:str}", sync_to_thread=True, guards=[allow(*AGENTS)], status_code=200)
+    def correct(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[str],
+        data: Annotated[CorrectionForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        workflow: NamedDependency[Workflow],
+    ) -> Template:
+        """An agent corrects a record in the page; If-Match carries the version shown (412 if stale)."""
+        version = if_match(request)
+        current = workflow.store.record(conversation_id)
+        changes = {
+            k: (getattr(data, k).strip() or None)
+            for k in CORRECTABLE
+            if (getattr(data, k).strip() or None) != current.get(k)
+        }
+        if changes.get("status") is None:
+            changes.pop("status", None)  # a record always has a status
+        if changes:
+            with stale_is_412():
+                workflow.store.edit_record(
+                    conversation_id, changes, expected_version=version, at=workflow.clock.now()
+                )
+        rec = workflow.store.record(conversation_id)
+        return self._table(request, workflow, "fragments/record_row.html", r=rec, corrected=bool(changes))
+
+    def _table(
+        self,
+        request: Request[Any, Any, Any],
+        workflow: Workflow,
+        template: str = "fragments/records.html",
+        **values: Any,
+    ) -> Template:
+        lang = lang_of(request)
         return render(
             request,
-            "fragments/records.html",
-            items=items,
-            start=start,
-            end=end,
-            zone=zone,
+            template,
+            zone=workflow.norms.hours.zone,
+            statuses=list(STATUS_ZH),
+            intents=list(INTENT_ZH),
+            intents_of=record_intents,
+            turns_text=lambda r: turns_text(r, lang),
+            **workflow_labels(lang),
+            **values,
         )
 
     @get("/eval", sync_to_thread=True)

@@ -8,7 +8,8 @@
   const KEY = "kefu_key";
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
-  const msg = (name) => ($("#i18n") && $("#i18n").dataset[name]) || name;
+  const msg = (name) =>
+    ["#i18n", "#console-i18n"].map((sel) => $(sel) && $(sel).dataset[name]).find((v) => v) || name;
   const page = document.body.dataset.page;
   let role = null;
 
@@ -264,6 +265,16 @@
       return;
     }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "w") {
+      const own = $("#conv-view .own-reply textarea");
+      if (own) { e.preventDefault(); own.focus(); }
+      return;
+    }
+    if (e.key === "c") {
+      const claim = $("#conv-view .claim-btn");
+      if (claim) { e.preventDefault(); claim.click(); }
+      return;
+    }
     if (/^[1-9]$/.test(e.key)) {
       if (selectDraft(parseInt(e.key, 10))) e.preventDefault();
     } else if (e.key === "e" || e.key === "r") {
@@ -279,6 +290,51 @@
     } else if (e.key === "Escape") {
       drafts().forEach(closeForms);
     }
+  }
+
+  // The open conversation follows what happens elsewhere (a customer's new message, a colleague's claim
+  // or reply): its stamp is polled every POLL_MS and the view fetched again when it changed. What the
+  // agent is typing survives the refresh (moved into the own-reply editor); a draft written for an older
+  // message is never sent, since the server refuses it (409 stale_suggestion) and shows the new one.
+  const POLL_MS = 1500;
+  let polling = false;
+
+  async function pollConversation() {
+    const head = $("#conv-view .conv-head");
+    if (!head || !key() || polling || document.hidden) return;
+    polling = true;
+    try {
+      const id = head.dataset.conversation;
+      const resp = await api("GET", "/ui/console/conversations/" + encodeURIComponent(id) + "/stamp");
+      const current = $("#conv-view .conv-head");
+      if (!resp.ok || !current || current.dataset.conversation !== id) return;
+      const stamp = await resp.text();
+      if (stamp && stamp !== current.dataset.stamp) refreshConversation(id);
+    } catch (_) {
+      // offline for a moment: the next poll tries again
+    } finally {
+      polling = false;
+    }
+  }
+
+  function typedText() {
+    const open = $$("#conv-view .edit-form:not([hidden]) textarea, #conv-view .own-reply textarea");
+    const t = open.map((x) => x.value.trim()).find((v) => v);
+    return t || "";
+  }
+
+  function refreshConversation(id) {
+    const keep = typedText();
+    const before = $$("#conv-view .thread .msg").length;
+    htmx.ajax("GET", "/ui/console/conversations/" + encodeURIComponent(id), { target: "#conv-view" }).then(() => {
+      const own = $("#conv-view .own-reply textarea");
+      if (keep && own && !own.value) own.value = keep;
+      const after = $$("#conv-view .thread .msg.customer").length;
+      if ($$("#conv-view .thread .msg").length > before && after) {
+        $("#conv-view").dataset.refreshedAt = String(Date.now());
+        flash(msg("newMessage"), "warn");
+      }
+    });
   }
 
   function markSelectedConversation() {
@@ -400,6 +456,7 @@
     const to = $("#rec-to").value || (shown ? shown.dataset.to : "");
     if (from) q.set("from", from);
     if (to) q.set("to", to);
+    ["agent", "status"].forEach((f) => { const el = $("#rec-" + f); if (el && el.value) q.set(f, el.value); });
     const resp = await api("GET", "/v1/records/export?" + q.toString());
     if (!resp.ok) return flash(await errorText(resp));
     const blob = await resp.blob();
@@ -426,6 +483,7 @@
   function pageReady() {
     if (page === "console") {
       setInterval(tickWaits, 1000);
+      setInterval(pollConversation, POLL_MS);
       setInterval(() => {
         if (!key()) return;
         ["#conv-list", "#autoreply"].forEach((s) => { const el = $(s); if (el && !el.hidden) htmx.trigger(el, "refresh"); });
@@ -438,6 +496,11 @@
     tickWaits();
     const id = e.detail.target && e.detail.target.id;
     if (id === "conv-view" || id === "conv-list") markSelectedConversation();
+    if (id === "conv-view") {
+      // Rejected drafts, or a refused stale reply the agent had typed: the agent's own reply is next.
+      const own = $("#conv-view .own-reply textarea");
+      if (own && ($("#conv-view [data-decided='reject']") || ($("#conv-view [data-stale]") && own.value))) own.focus();
+    }
     if (id === "snippet-editor" && $("#tab-snippets") && $("#tab-snippets").hidden) showTab("tab-snippets");
     if (id === "snippet-editor") $("#snippet-history").replaceChildren();
     if (role) applyRole();
