@@ -103,8 +103,11 @@ def test_answer_greets_first_and_cites(client: Client, request: pytest.FixtureRe
     assert body["plan"]["kind"] == "answer" and body["escalate"] is False and body["first_reply"] is True
     assert len(body["drafts"]) == 3
     assert len({d["text"] for d in body["drafts"]}) == 3  # the drafts differ
+    assert body["script"] == "traditional" and body["language"] == "zh"
     for d in body["drafts"]:
-        assert d["text"].startswith("您好，我是在线客服，很高兴为您服务")
+        # the customer writes traditional characters: so does the draft (issue 19)
+        assert d["text"].startswith("您好，我是在線客服，很高興為您服務")
+        assert "退貨" in d["text"] and "退货" not in d["text"]
         assert d["citations"][0]["snippet_id"] == "faq-returns-process"
         assert d["violations"] == []
     assert body["retrieval"]["hits"][0]["snippet_id"] == "faq-returns-process"
