@@ -63,6 +63,9 @@ class PassResult:
     name: str  # in_hours, out_of_hours, follow_up
     response: dict[str, Any] | None
     drafts: Sequence[PassDraft]
+    #: whether the offline apology is due: out of hours, unless the case's history ends with the
+    #: agent's reply (the conversation is going on: the customer is being answered, not left waiting)
+    late_due: bool = False
 
 
 def openings_once(results: Sequence[PassResult], offline_apology: str) -> Score:
@@ -80,10 +83,10 @@ def openings_once(results: Sequence[PassResult], offline_apology: str) -> Score:
             total += 1
             wrong = [v.rule_id for v in d.violations if v.rule_id in OPENING_RULES]
             late = bool(r.response.get("late_apology"))
-            if r.name == "out_of_hours" and not late:
+            if r.late_due and not late:
                 wrong.append("no offline apology")
-            if r.name == "follow_up" and (late or offline_apology in d.text):
-                wrong.append("offline apology on a follow-up")
+            if not r.late_due and (late or offline_apology in d.text):
+                wrong.append(f"offline apology where the customer did not wait ({r.name})")
             if wrong:
                 problems.append(f"{r.name} draft {i}: {', '.join(dict.fromkeys(wrong))}")
             else:
