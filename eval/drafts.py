@@ -512,6 +512,10 @@ def evaluate_case(
         customer_waited_s=response["customer_waited_s"],
         greeted=not response["first_reply"],
     )
+    # the drafts are in the customer's language: checked by the norms they were written with
+    norms = env.pipeline.norms_by_language.get(response.get("language"), env.norms)
+    if norms is not env.norms:  # (English cases: a few; the guard's regexes compile in microseconds)
+        guard, corpus = Guard(norms), norms_corpus(norms)
     drafts = []
     for d in response["drafts"]:
         cited = [c["snippet_id"] for c in d["citations"]]
@@ -521,7 +525,7 @@ def evaluate_case(
                 text=d["text"],
                 kind=d["kind"],
                 citations=cited,
-                violations=env.norms.check(d["text"], ctx),
+                violations=norms.check(d["text"], ctx),
                 facts=guard.facts(d["text"]),
                 ungrounded=guard.ungrounded(d["text"], sources),
                 source=d.get("source", "template"),
