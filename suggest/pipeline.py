@@ -25,7 +25,7 @@ from suggest.drafting import DraftCandidate, Drafter, DrafterError, DraftJob, Pl
 from suggest.guard import Guard, GuardedDraft, rank
 from suggest.metrics import Metrics
 from suggest.settings import SuggestSettings
-from suggest.storage import SuggestStore
+from suggest.storage import ConversationState, SuggestStore
 from suggest.template_drafter import TemplateDrafter
 from suggest.workflow import Workflow
 
@@ -206,7 +206,7 @@ class SuggestionPipeline:
         )
 
     @staticmethod
-    def _agent_answered_since(conv: Any, history: list[Turn], since: datetime) -> bool:
+    def _agent_answered_since(conv: ConversationState | None, history: list[Turn], since: datetime) -> bool:
         """Whether an agent has replied in this conversation since ``since`` (the service closed): then
         the customer is being answered out of hours, and a follow-up is no message left waiting.
 
