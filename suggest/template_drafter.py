@@ -42,7 +42,9 @@ def answer_body(norms: Norms, answer: str) -> str:
     """The snippet's answer as complete sentences, without its own opening greeting (the guard greets)."""
     text = answer.strip()
     for marker in sorted(norms.rules["greeting"].markers, key=len, reverse=True):
-        if text.lower().startswith(marker.lower()) and not text[len(marker) : len(marker) + 1].isalnum():
+        # an English marker only as a whole word ("Hi" does not start "History")
+        whole = not marker[-1].isascii() or not text[len(marker) : len(marker) + 1].isalnum()
+        if text.lower().startswith(marker.lower()) and whole:
             text = text[len(marker) :].lstrip("，,！!。 ")
             text = text[:1].upper() + text[1:]
             break
