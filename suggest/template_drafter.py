@@ -21,11 +21,10 @@ MIN_CONCISE_CHARS = 15
 #: An English word takes about as many letters as a Chinese sentence takes characters per word: the
 #: concise limits are this many times longer for English.
 LATIN_CHARS_PER_CJK = 3
-#: A follow-up question offers another snippet only when it is close enough to the answer to be on the
-#: same topic (its score against the best one's), and not so close that it says the same thing: its
-#: question (or answer) sharing this much of its character bigrams with the best one's, or its question
-#: with the customer's own message, makes it a near-duplicate.
-FOLLOW_UP_MIN_SCORE_RATIO = 0.6
+#: A follow-up question offers another snippet only when it is on the answer's topic (the same product,
+#: or a tag in common and no other product) and does not say the same thing: its question (or answer)
+#: sharing this much of its character bigrams with the best one's, or its question with the customer's
+#: own message, makes it a near-duplicate.
 NEAR_DUPLICATE = 0.5
 
 
@@ -100,7 +99,7 @@ def overlap(a: str, b: str) -> float:
 
 def follow_up_hit(job: DraftJob, best: Hit) -> Hit | None:
     """The snippet a follow-up question may offer: on the answer's topic (the same product, or a
-    shared tag and a close score; never another product) and saying something new (neither a
+    shared tag; never another product) and saying something new (neither a
     paraphrase of the best snippet nor of what the customer asked). None when no hit qualifies."""
     for h in job.plan.hits[1:]:
         s = h.snippet
@@ -109,9 +108,7 @@ def follow_up_hit(job: DraftJob, best: Hit) -> Hit | None:
         b = best.snippet
         if s.product and b.product and s.product != b.product:
             continue
-        same_topic = bool(s.product and s.product == b.product) or (
-            bool(set(s.tags) & set(b.tags)) and h.score >= FOLLOW_UP_MIN_SCORE_RATIO * best.score
-        )
+        same_topic = bool(s.product and s.product == b.product) or bool(set(s.tags) & set(b.tags))
         if not same_topic:
             continue
         if (
