@@ -23,9 +23,11 @@ MIN_CONCISE_CHARS = 15
 LATIN_CHARS_PER_CJK = 3
 #: A follow-up question offers another snippet only when it is on the answer's topic (the same product,
 #: or a tag in common and no other product) and does not say the same thing: its question (or answer)
-#: sharing this much of its character bigrams with the best one's, or its question with the customer's
-#: own message, makes it a near-duplicate.
+#: sharing this much of its character bigrams with the best one's makes it a near-duplicate; against
+#: the customer's own message the bar is higher, since short questions share their function words
+#: (怎么申请保修 and 请问怎么申请退货 share 0.6 and ask different things).
 NEAR_DUPLICATE = 0.5
+NEAR_DUPLICATE_OF_MESSAGE = 0.75
 
 
 # English sentences end at . ! ? ; followed by a space (not inside 5.5 or 16:00).
@@ -113,7 +115,7 @@ def follow_up_hit(job: DraftJob, best: Hit) -> Hit | None:
             continue
         if (
             overlap(s.question, b.question) >= NEAR_DUPLICATE
-            or overlap(s.question, job.customer_message) >= NEAR_DUPLICATE
+            or overlap(s.question, job.customer_message) >= NEAR_DUPLICATE_OF_MESSAGE
             or (s.answer and b.answer and overlap(s.answer, b.answer) >= NEAR_DUPLICATE)
         ):
             continue
