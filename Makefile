@@ -45,7 +45,7 @@ EVAL_DIR ?= var/eval
 EVAL_ARGS ?=
 eval: $(STAMP)
 	$(VENV)/bin/kefu eval drafts --report $(EVAL_DIR) $(EVAL_ARGS) \
-		--fail-under error_rule_pass=1.0 groundedness=1.0 escalation_recall=1.0 intent_accuracy=0.9
+		--fail-under error_rule_pass=1.0 groundedness=1.0 escalation_recall=1.0 intent_accuracy=0.9 openings_once=1.0
 
 eval-retrieval: $(STAMP)
 	$(VENV)/bin/kefu eval retrieval --kb ../shared/data/bq-dev/kb.jsonl --queries ../shared/data/bq-dev/queries.jsonl

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from eval.metrics import (
     run_metrics,
     sum_details,
 )
+from eval.passes import FOLLOW_UP_AFTER_S, PASSES, PassDraft, PassResult, openings_once, out_of_hours_at
 from eval.similarity import char_f1, rouge_l
 from knowledge.errors import KefuError, Problem
 from prompts import CheckContext, Norms, Violation
@@ -448,6 +449,8 @@ class CaseOutcome:
     latency_ms: float = NAN
     error: str | None = None
     judge: dict[str, Score] = field(default_factory=dict)
+    #: the same case out of hours and as a follow-up (eval.passes), by pass name
+    variants: dict[str, CaseOutcome] = field(default_factory=dict)
 
     @property
     def intent(self) -> str | None:
@@ -480,12 +483,20 @@ def norms_corpus(norms: Norms) -> str:
     return "\n".join(parts)
 
 
-def evaluate_case(env: Environment, case: DraftCase, index: int, guard: Guard, corpus: str) -> CaseOutcome:
+def evaluate_case(
+    env: Environment,
+    case: DraftCase,
+    index: int,
+    guard: Guard,
+    corpus: str,
+    *,
+    conversation_id: str | None = None,
+) -> CaseOutcome:
     from suggest.drafting import Turn
     from suggest.pipeline import SuggestionRequest
 
     req = SuggestionRequest(
-        conversation_id=f"eval-{index}-{case.id}"[:128],
+        conversation_id=conversation_id or f"eval-{index}-{case.id}"[:128],
         customer_message=case.customer_message,
         history=[Turn(t.role, t.text, t.at) for t in case.history],
         customer_waited_s=case.customer_waited_s,
@@ -496,7 +507,15 @@ def evaluate_case(env: Environment, case: DraftCase, index: int, guard: Guard, c
     except KefuError as e:
         return CaseOutcome(case, None, error=f"{e.code}: {e}")
     latency = (time.perf_counter() - t0) * 1000
-    ctx = CheckContext(first_reply=response["first_reply"], customer_waited_s=response["customer_waited_s"])
+    ctx = CheckContext(
+        first_reply=response["first_reply"],
+        customer_waited_s=response["customer_waited_s"],
+        greeted=not response["first_reply"],
+    )
+    # the drafts are in the customer's language: checked by the norms they were written with
+    norms = env.pipeline.norms_by_language.get(response.get("language"), env.norms)
+    if norms is not env.norms:  # (English cases: a few; the guard's regexes compile in microseconds)
+        guard, corpus = Guard(norms), norms_corpus(norms)
     drafts = []
     for d in response["drafts"]:
         cited = [c["snippet_id"] for c in d["citations"]]
@@ -506,7 +525,7 @@ def evaluate_case(env: Environment, case: DraftCase, index: int, guard: Guard, c
                 text=d["text"],
                 kind=d["kind"],
                 citations=cited,
-                violations=env.norms.check(d["text"], ctx),
+                violations=norms.check(d["text"], ctx),
                 facts=guard.facts(d["text"]),
                 ungrounded=guard.ungrounded(d["text"], sources),
                 source=d.get("source", "template"),
@@ -516,16 +535,73 @@ def evaluate_case(env: Environment, case: DraftCase, index: int, guard: Guard, c
 
 
 def run_cases(
-    env: Environment, cases: Sequence[DraftCase], *, progress: Callable[[int, int], None] | None = None
+    env: Environment,
+    cases: Sequence[DraftCase],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    passes: bool = True,
 ) -> list[CaseOutcome]:
+    """Every case at the fixed time, and (``passes``) out of hours and as a follow-up (eval.passes)."""
     guard = Guard(env.norms)
     corpus = norms_corpus(env.norms)
+    clock = env.pipeline.clock
+    at = clock.now()
+    evening = out_of_hours_at(env.norms, at)
     out = []
     for i, case in enumerate(cases):
-        out.append(evaluate_case(env, case, i, guard, corpus))
+        clock.set(at)
+        outcome = evaluate_case(env, case, i, guard, corpus)
+        if passes:
+            outcome.variants = _variants(env, case, i, guard, corpus, evening)
+        out.append(outcome)
         if progress is not None:
             progress(i + 1, len(cases))
+    clock.set(at)
     return out
+
+
+def _variants(
+    env: Environment, case: DraftCase, index: int, guard: Guard, corpus: str, evening: datetime
+) -> dict[str, CaseOutcome]:
+    """The case in a new conversation out of hours, then again a minute after the agent approved the
+    first draft of that reply."""
+    clock = env.pipeline.clock
+    conv = f"eval-{index}-{case.id}"[:120] + "-ooh"
+    clock.set(evening)
+    closed = evaluate_case(env, case, index, guard, corpus, conversation_id=conv)
+    variants = {"out_of_hours": closed}
+    if closed.response is None or not closed.response["drafts"]:
+        return variants
+    first = closed.response["drafts"][0]
+    env.pipeline.store.record_decision(
+        suggestion_id=closed.response["id"],
+        conversation_id=conv,
+        action="approve",
+        draft_id=first["id"],
+        final_text=first["text"],
+        agent_id="eval",
+        reason=None,
+        violations=[],
+        at=evening,
+    )
+    clock.set(evening + timedelta(seconds=FOLLOW_UP_AFTER_S))
+    variants["follow_up"] = evaluate_case(env, case, index, guard, corpus, conversation_id=conv)
+    return variants
+
+
+def pass_results(o: CaseOutcome) -> list[PassResult]:
+    """The case's passes as the openings metric reads them (the fixed time first)."""
+    named = [("in_hours", o), *((name, o.variants[name]) for name in PASSES if name in o.variants)]
+    ongoing = bool(o.case.history) and o.case.history[-1].role == "agent"
+    return [
+        PassResult(
+            name,
+            x.response,
+            [PassDraft(d.text, d.violations) for d in x.drafts],
+            late_due=name == "out_of_hours" and not ongoing,
+        )
+        for name, x in named
+    ]
 
 
 # -- metrics -----------------------------------------------------------------------------------------
@@ -539,18 +615,36 @@ def _answered(o: CaseOutcome) -> Score | None:
     return None
 
 
+def _of_variant(item: CaseOutcome, variant: str | None) -> CaseOutcome | Score:
+    """The outcome a pass metric scores: the case's own, or that of its ``variant`` pass."""
+    if variant is None:
+        return item
+    other = item.variants.get(variant)
+    return other if other is not None else na(f"the {variant} pass did not run")
+
+
+#: The rules scored again on each extra pass (eval.passes): the openings of a reply.
+PASS_RULES = ("greeting", "repeated_greeting", "stacked_apology", "late_without_apology")
+
+
 class RuleCompliance(Metric[CaseOutcome]):
     """Share of the drafts that keep one norm; the aggregate counts drafts, not cases."""
 
     group = "norms"
 
-    def __init__(self, rule_id: str, severity: str, message: str) -> None:
+    def __init__(self, rule_id: str, severity: str, message: str, *, variant: str | None = None) -> None:
         self.rule_id = rule_id
         self.severity = severity
-        self.name = f"norms.{rule_id}"
-        self.description = f"drafts keeping the rule {rule_id} ({severity}): {message}"
+        self.variant = variant
+        self.name = f"{variant}.norms.{rule_id}" if variant else f"norms.{rule_id}"
+        where = f" ({variant} pass)" if variant else ""
+        self.description = f"drafts keeping the rule {rule_id} ({severity}){where}: {message}"
 
     def score(self, item: CaseOutcome) -> Score:
+        item_or_na = _of_variant(item, self.variant)
+        if isinstance(item_or_na, Score):
+            return item_or_na
+        item = item_or_na
         if (s := _answered(item)) is not None:
             return s
         bad = [d for d in item.drafts if any(v.rule_id == self.rule_id for v in d.violations)]
@@ -575,15 +669,22 @@ class SeverityPass(Metric[CaseOutcome]):
 
     group = "norms"
 
-    def __init__(self, name: str, severities: tuple[str, ...] | None, description: str) -> None:
-        self.name = name
+    def __init__(
+        self, name: str, severities: tuple[str, ...] | None, description: str, *, variant: str | None = None
+    ) -> None:
+        self.name = f"{variant}.{name}" if variant else name
         self.severities = severities
-        self.description = description
+        self.variant = variant
+        self.description = f"{description} ({variant} pass)" if variant else description
 
     def _bad(self, v: Violation) -> bool:
         return self.severities is None or v.severity in self.severities
 
     def score(self, item: CaseOutcome) -> Score:
+        item_or_na = _of_variant(item, self.variant)
+        if isinstance(item_or_na, Score):
+            return item_or_na
+        item = item_or_na
         if (s := _answered(item)) is not None:
             return s
         bad = [d for d in item.drafts if any(self._bad(v) for v in d.violations)]
@@ -782,6 +883,30 @@ def draft_metrics(norms: Norms, *, judge: bool = False) -> list[Metric[CaseOutco
         for r in norms.rules.values()
         if r.enabled
     ]
+    offline_apology = norms.render("offline_prefix").strip()
+    m.append(
+        FunctionMetric(
+            "openings_once",
+            lambda o: openings_once(pass_results(o), offline_apology),
+            description="drafts of every pass (in hours, out of hours, follow-up) that greet once on a "
+            "first reply and never later, apologise once, and apologise for an offline message only "
+            "when the customer really waited",
+            group="norms",
+            aggregate=lambda s: ratio(sum_details(s, "hits"), sum_details(s, "total"), "drafts open right"),
+        )
+    )
+    for variant in PASSES:
+        m += [
+            SeverityPass(
+                "error_rule_pass", ("error",), "drafts that break no error-level norm", variant=variant
+            ),
+            SeverityPass("replies_clean", None, "drafts that break no norm at all", variant=variant),
+        ]
+        m += [
+            RuleCompliance(r.id, r.severity, r.message.split("{", 1)[0], variant=variant)
+            for r in norms.rules.values()
+            if r.enabled and r.id in PASS_RULES
+        ]
     m += [
         FunctionMetric(
             "groundedness",
@@ -903,6 +1028,8 @@ FAILING_METRICS = (
     "citation_hit",
     "hit@5",
     "replies_clean",
+    "openings_once",
+    *(f"{variant}.error_rule_pass" for variant in PASSES),
 )
 
 
@@ -946,6 +1073,13 @@ def failing_cases(outcomes: Sequence[CaseOutcome], runs: dict[str, MetricRun]) -
         for n, d in enumerate(o.drafts, start=1):
             spans = spans_of(d.text, [v.to_dict() for v in d.violations]) + _fact_spans(d.text, d.ungrounded)
             texts.append({"role": f"草稿{n}", "text": d.text, "spans": spans})
+        for variant, label in (("out_of_hours", "非工作时间"), ("follow_up", "跟进")):
+            v_out = o.variants.get(variant)
+            if v_out is None or not any(r.startswith(("openings_once", variant)) for r in reasons):
+                continue
+            for n, d in enumerate(v_out.drafts, start=1):
+                spans = spans_of(d.text, [v.to_dict() for v in d.violations])
+                texts.append({"role": f"草稿{n}（{label}）", "text": d.text, "spans": spans})
         r = o.response or {}
         context = (
             f"intent {o.intent} (expected {o.case.expected_intent}), plan {r.get('plan', {}).get('kind')}, "
@@ -986,6 +1120,16 @@ def case_records(outcomes: Sequence[CaseOutcome], runs: dict[str, MetricRun]) ->
                 latency_ms=round(o.latency_ms, 3),
             )
         rec["drafts"] = [d.to_dict() for d in o.drafts]
+        rec["passes"] = {
+            name: {
+                "first_reply": (v.response or {}).get("first_reply"),
+                "late_apology": (v.response or {}).get("late_apology"),
+                "customer_at": (v.response or {}).get("customer_at"),
+                "error": v.error,
+                "drafts": [d.to_dict() for d in v.drafts],
+            }
+            for name, v in o.variants.items()
+        }
         rec["scores"] = {name: run.scores[i].to_dict() for name, run in runs.items()}
         records.append(rec)
     return records

@@ -3,7 +3,8 @@
 Two uses:
 
 * ``kefu eval norms FILE [--json]`` (``cli_main``): FILE is JSONL, one reply a line,
-  ``{"text": str, "first_reply": bool?, "customer_waited_s": number?, "lang": "zh"|"en"?}``.
+  ``{"text": str, "first_reply": bool?, "greeted": bool?, "customer_waited_s": number?, "lang": "zh"|"en"?}``
+  (``greeted``: the agent greeted earlier in the conversation, so this reply must not greet again).
   Without ``--json`` it prints a table and a per-rule summary; with ``--json`` exactly one object
   ``{"violations": [rule ids], "fixed": str}`` per input line, in order, and nothing else.
   Lines end at "\n" only (U+2028, U+0085 and form feed may occur inside JSON strings). Blank
@@ -80,6 +81,9 @@ def _case_from(line_no: int, raw: str) -> ReplyCase:
     first = obj.get("first_reply", False)
     if not isinstance(first, bool):
         raise ValueError('"first_reply" 应为 true 或 false / "first_reply" must be true or false')
+    greeted = obj.get("greeted", False)
+    if not isinstance(greeted, bool):
+        raise ValueError('"greeted" 应为 true 或 false / "greeted" must be true or false')
     waited = obj.get("customer_waited_s")
     if waited is not None and (
         isinstance(waited, bool)
@@ -95,7 +99,9 @@ def _case_from(line_no: int, raw: str) -> ReplyCase:
     if lang not in PACKAGED_LANGUAGES:
         langs = ", ".join(PACKAGED_LANGUAGES)
         raise ValueError(f'"lang" 应为 {langs} 之一 / "lang" must be one of {langs}')
-    context = CheckContext(first_reply=first, customer_waited_s=None if waited is None else float(waited))
+    context = CheckContext(
+        first_reply=first, customer_waited_s=None if waited is None else float(waited), greeted=greeted
+    )
     return ReplyCase(line=line_no, text=text, context=context, lang=lang)
 
 
@@ -291,7 +297,8 @@ def run_jddc(path: str | Path = DEFAULT_JDDC, *, norms: Norms | None = None, exa
     fix_ns = 0
     examples_by_rule: dict[str, list[str]] = {}
     for turn in turns:
-        ctx = CheckContext(first_reply=turn.first_reply)
+        # a later turn of the session comes after the agent's first reply: it must not greet again
+        ctx = CheckContext(first_reply=turn.first_reply, greeted=not turn.first_reply)
         start = time.perf_counter_ns()
         found = norms.check(turn.text, ctx)
         check_ns.append(time.perf_counter_ns() - start)
@@ -353,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m eval.norms", description="Score replies against the service norms."
     )
     parser.add_argument(
-        "file", nargs="?", help="JSONL of replies: {text, first_reply?, customer_waited_s?, lang?}"
+        "file", nargs="?", help="JSONL of replies: {text, first_reply?, greeted?, customer_waited_s?, lang?}"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per input line")
     parser.add_argument(

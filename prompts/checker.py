@@ -16,7 +16,7 @@ import heapq
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ class CheckContext:
 
     first_reply: bool = False  # the agent's first reply in this conversation: it must greet
     customer_waited_s: float | None = None  # how long the customer has waited for this reply
+    greeted: bool = False  # the agent has greeted earlier in this conversation: do not greet again
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class FixResult:
 # Separators in folded text (NFKC turns ，！？：；～ into ASCII; 。、 stay).
 _FOLDED_SEPS = frozenset(" \t\r\n,.!?;:~、。")
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+# A sentence that says little besides its apology (让您久等了, to keep you waiting) only apologises:
+# letters and digits (or words) left beside the apology itself.
+_APOLOGY_SENTENCE_REST = {"char": 6, "word": 5}
 
 
 def _is_original_sep(ch: str) -> bool:
@@ -158,6 +162,8 @@ class NormsChecker:
     FIX_ORDER: tuple[str, ...] = (
         "too_short",
         "filler",
+        "repeated_greeting",
+        "stacked_apology",
         "late_without_apology",
         "wait_without_apology",
         "greeting",
@@ -175,7 +181,7 @@ class NormsChecker:
         for rule in norms.rules.values():
             if rule.terms or rule.patterns:
                 self.lexicons[rule.id] = _Lexicon(rule, wb)
-            if rule.id == "greeting":
+            if rule.id in ("greeting", "repeated_greeting"):
                 self.markers[rule.id] = _literal_regex((*rule.markers, norms.greeting), wb)
             elif rule.markers:
                 self.markers[rule.id] = _literal_regex(rule.markers, wb)
@@ -214,6 +220,8 @@ class NormsChecker:
             "impolite": self._check_impolite,
             "too_short": self._check_too_short,
             "late_without_apology": self._check_late,
+            "repeated_greeting": self._check_repeated_greeting,
+            "stacked_apology": self._check_stacked_apology,
         }
         self._fixes: dict[
             str, Callable[[NormRule, str, NormalizedText, list[Violation]], tuple[str, AppliedFix]]
@@ -224,6 +232,8 @@ class NormsChecker:
             "wait_without_apology": self._fix_wait,
             "greeting": self._fix_insert_at_violation,
             "impolite": self._fix_impolite,
+            "repeated_greeting": self._fix_remove,
+            "stacked_apology": self._fix_remove,
         }
 
     # -- public -------------------------------------------------------------------------------------
@@ -257,9 +267,12 @@ class NormsChecker:
                     if self._needs_rewrite(nt, ctx):
                         return FixResult(current, self.check(current, ctx), applied)
                     seen = current
-                found = self._check_rule(rule, nt, ctx)
+                found = [v for v in self._check_rule(rule, nt, ctx) if v.fixable]
                 if not found:
                     continue
+                if rule_id == "impolite" and ctx.greeted and rule.insert_greeted:
+                    # a later reply gets a polite phrase, not a second greeting
+                    rule = replace(rule, insert=rule.insert_greeted, replace_opening={})
                 current, done = self._fixes[rule_id](rule, current, nt, found)
                 applied.append(done)
                 changed = True
@@ -333,13 +346,17 @@ class NormsChecker:
         "您好，我是客服小美，很高兴为您服务。" is all greeting.
         """
         start = len(text) - len(text.lstrip())
-        pattern = self.markers.get("greeting")
+        return self._greeting_from(text, start, "greeting") or 0
+
+    def _greeting_from(self, text: str, start: int, rule_id: str) -> int | None:
+        """The end of the greeting that starts at ``start`` of folded ``text`` (None: none starts there)."""
+        pattern = self.markers.get(rule_id)
         if self.greeting_folded and text.startswith(self.greeting_folded, start):
             end = start + len(self.greeting_folded)
         else:
             m = pattern.match(text, start) if pattern is not None else None
             if m is None:
-                return 0
+                return None
             end = m.end()
         if pattern is not None:
             stop = self._sentence_stop(text, end)
@@ -348,6 +365,99 @@ class NormsChecker:
                 while clause_end < stop and text[clause_end] not in _FOLDED_SEPS:
                     clause_end += 1
                 end = max(end, clause_end)
+        while end < len(text) and text[end] in _FOLDED_SEPS:
+            end += 1
+        return end
+
+    def open_with(self, opening: str, body: str) -> str:
+        """``opening`` (an apology for a late reply) put at the start of ``body``, after the greeting
+        that opens it: "您好，我是在线客服……。非常抱歉未能及时回复您的留言。请问……"."""
+        nt = normalize(body)
+        at = nt.position(self.greeting_end(nt.text))
+        return body[:at] + opening + body[at:]
+
+    def _clause_start(self, text: str, pos: int) -> bool:
+        i = pos
+        while i > 0 and text[i - 1] == " ":
+            i -= 1
+        return i == 0 or text[i - 1] in _FOLDED_SEPS
+
+    def _check_repeated_greeting(
+        self, rule: NormRule, nt: NormalizedText, ctx: CheckContext
+    ) -> list[Violation]:
+        """A greeting in a second sentence of the reply, or any greeting once the agent has greeted."""
+        pattern = self.markers.get(rule.id)
+        if pattern is None:
+            return []
+        text = nt.text
+        found: list[tuple[int, int]] = []
+        sentence_of_last = -1
+        pos = 0
+        while (m := pattern.search(text, pos)) is not None:
+            pos = m.end()
+            s, e = m.span()
+            if not self._clause_start(text, s):
+                continue
+            # 您好像…… is no greeting: a short marker must stand as a word of its own
+            if e - s < 3 and e < len(text) and text[e] not in _FOLDED_SEPS and not self.norms.word_boundaries:
+                continue
+            sentence = sum(1 for ch in text[:s] if ch in self.sentence_end_folded)
+            if sentence == sentence_of_last:
+                continue
+            sentence_of_last = sentence
+            end = self._greeting_from(text, s, rule.id) or e
+            found.append((s, end))
+            pos = max(pos, end)
+        repeated = found if ctx.greeted else found[1:]
+        out = []
+        for s, e in repeated:
+            # removable unless the greeting is all the reply says
+            rest = (text[:s] + text[e:]).strip(" \t\r\n,.!?;:~、。")
+            out.append(self._violation(rule, nt, nt.span(s, e), fixable=bool(rest)))
+        return out
+
+    def _check_stacked_apology(
+        self, rule: NormRule, nt: NormalizedText, ctx: CheckContext
+    ) -> list[Violation]:
+        """Every apology after the first; a bare one opening a clause ("非常抱歉，……") can go."""
+        lexicon = self.lexicons.get(rule.id)
+        if lexicon is None:
+            return []
+        text = nt.text
+        hits: list[tuple[int, int]] = []
+        for s, e in sorted(lexicon.find(text)):
+            if hits and not text[hits[-1][1] : s].strip(" "):
+                hits[-1] = (hits[-1][0], e)  # 抱歉抱歉 / 不好意思 对不起: one apology
+            else:
+                hits.append((s, e))
+        out = []
+        for s, e in hits[1:]:
+            end = e
+            while end < len(text) and text[end] in _FOLDED_SEPS:
+                end += 1
+            # removable: a bare apology opening a clause ("非常抱歉，这个问题……"), or a sentence that only
+            # apologises ("抱歉让您久等了。")
+            bare = self._clause_start(text, s) and end > e and end < len(text)
+            whole = self._apology_sentence(text, s, e)
+            span = (s, end) if bare else (s, whole) if whole else (s, e)
+            out.append(self._violation(rule, nt, nt.span(*span), fixable=bare or whole is not None))
+        return out
+
+    def _apology_sentence(self, text: str, s: int, e: int) -> int | None:
+        """The end (separators included) of the sentence that apology ``text[s:e]`` opens, when the
+        rest of it is a few words only; else None."""
+        i = s
+        while i > 0 and text[i - 1] == " ":
+            i -= 1
+        if i > 0 and text[i - 1] not in self.sentence_end_folded:
+            return None
+        stop = self._sentence_stop(text, e)
+        rest = text[e:stop]
+        unit = "word" if self.norms.word_boundaries else "char"
+        size = len(_words(rest)) if unit == "word" else len(_alnum_core(rest))
+        if size > _APOLOGY_SENTENCE_REST[unit]:
+            return None
+        end = stop
         while end < len(text) and text[end] in _FOLDED_SEPS:
             end += 1
         return end
@@ -491,7 +601,7 @@ class NormsChecker:
     ) -> tuple[str, AppliedFix]:
         # an impolite opening word is replaced by the polite one: 你好，... -> 您好，... (not 您好，你好，...)
         start = len(nt.text) - len(nt.text.lstrip())
-        for word, polite in self.replace_opening:
+        for word, polite in self.replace_opening if rule.replace_opening else ():
             end = start + len(word)
             if not nt.text.startswith(word, start):
                 continue
@@ -524,6 +634,26 @@ class NormsChecker:
                 pos -= 1
         new, inserted = self._insert(current, pos, self._localise(self._text(rule.insert), nt))
         return new, AppliedFix(rule.id, "insert", inserted)
+
+    def _fix_remove(
+        self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]
+    ) -> tuple[str, AppliedFix]:
+        """Delete the flagged spans (a repeated greeting, a stacked apology), last first."""
+        text = current
+        removed: list[str] = []
+        for v in sorted(found, key=lambda v: v.span[0], reverse=True):
+            start, end = v.span
+            removed.append(text[start:end])
+            text = text[:start] + text[end:]
+            # "I'm sorry, the colleague ..." -> "The colleague ..."
+            if (
+                self.norms.word_boundaries
+                and start < len(text)
+                and text[start].islower()
+                and self._at_sentence_start(text, start)
+            ):
+                text = text[:start] + text[start].upper() + text[start + 1 :]
+        return text, AppliedFix(rule.id, "delete", "".join(reversed(removed)))
 
     def _fix_too_short(
         self, rule: NormRule, current: str, nt: NormalizedText, found: list[Violation]

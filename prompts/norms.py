@@ -42,16 +42,28 @@ BUILTIN_RULES: tuple[str, ...] = (
     "late_without_apology",
     "blunt_refusal",
 )
+# Built-in rules a norms file may leave out (added after the first release: an operator's older copy
+# still loads, without them).
+OPTIONAL_BUILTIN_RULES: tuple[str, ...] = ("repeated_greeting", "stacked_apology")
 # Rules that ``fix`` repairs mechanically; the others need rewording by a person or the LLM.
 FIXABLE_RULES: frozenset[str] = frozenset(
-    {"greeting", "impolite", "filler", "too_short", "wait_without_apology", "late_without_apology"}
+    {
+        "greeting",
+        "impolite",
+        "filler",
+        "too_short",
+        "wait_without_apology",
+        "late_without_apology",
+        "repeated_greeting",
+        "stacked_apology",
+    }
 )
 
 _COMMON_KEYS = ("enabled", "severity", "message", "suggestion", "instruction")
 _LEXICON_KEYS = ("terms", "patterns", "allow", "unless")
 _RULE_KEYS: dict[str, tuple[str, ...]] = {
     "greeting": ("markers", "window", "insert"),
-    "impolite": ("markers", "insert", "replace_opening"),
+    "impolite": ("markers", "insert", "insert_greeted", "replace_opening"),
     "too_short": (
         "min_length",
         "unit",
@@ -61,6 +73,7 @@ _RULE_KEYS: dict[str, tuple[str, ...]] = {
         "default_expansion",
     ),
     "late_without_apology": ("markers", "window", "insert"),
+    "repeated_greeting": ("markers",),
     "wait_without_apology": (*_LEXICON_KEYS, "explanations", "insert", "insert_at"),
 }
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -95,6 +108,8 @@ class NormRule:
     markers: tuple[str, ...] = ()
     window: int = 0
     insert: str = ""
+    # impolite: what is inserted in a later reply, which must not greet again (default: insert)
+    insert_greeted: str = ""
     # impolite: an impolite opening word replaced by a polite one instead of inserting (你好 -> 您好)
     replace_opening: Mapping[str, str] = field(default_factory=dict)
     # too_short
@@ -157,6 +172,22 @@ class WorkingHours:
                 if candidate > local:
                     return candidate
         raise ValueError("no opening time within 400 days; check hours.days and hours.closed_dates")
+
+    def closed_since(self, when: datetime) -> datetime | None:
+        """When the service last closed before ``when`` (the end of the last opening period), or None
+        while it is open. A message written since then waits for the next opening."""
+        local = self._local(when)
+        if self.is_open(local):
+            return None
+        for offset in range(0, 400):
+            day = local.date() - timedelta(days=offset)
+            if not self._open_on(day):
+                continue
+            for _start, end in reversed(self.periods):
+                candidate = datetime.combine(day, end, tzinfo=self.zone)
+                if candidate <= local:
+                    return candidate
+        return None
 
     def describe(self) -> str:
         """The hours in words, e.g. ``周一至周六 08:30-12:00、13:00-17:30（北京时间）``."""
@@ -820,6 +851,9 @@ def _build_rule(rule_id: str, r: _Reader) -> NormRule:
     if "insert" in kind_keys:
         values["insert"] = r.string("insert")
         _check_fields(r, "insert", values["insert"], _TEXT_VARIABLES)
+    if "insert_greeted" in kind_keys:
+        values["insert_greeted"] = r.string("insert_greeted", "")
+        _check_fields(r, "insert_greeted", values["insert_greeted"], _TEXT_VARIABLES)
     if "insert_at" in kind_keys:
         insert_at = r.string("insert_at", "clause")
         if insert_at not in ("clause", "sentence"):

@@ -54,6 +54,9 @@ LLM_TEMPLATES: tuple[str, ...] = (
     "llm_user",
     *(f"llm_task_{kind}" for kind in LLM_TASK_KINDS),
     "llm_first_reply",
+    "llm_later_reply",
+    "llm_apology_given",
+    "llm_traditional",
     "llm_waited",
     "llm_ask",
     "llm_history_header",
@@ -69,6 +72,7 @@ LLM_TEMPLATES: tuple[str, ...] = (
 REQUIRED_TEMPLATES: tuple[str, ...] = (
     *LLM_TEMPLATES,
     "greeting",
+    "greeting_again",
     "answer",
     "answer_followup",
     "clarify",

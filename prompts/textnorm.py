@@ -50,6 +50,28 @@ def is_traditional(text: str) -> bool:
     return score > 0
 
 
+def language_of(text: str) -> str:
+    """``"en"`` when Latin letters outnumber CJK characters in ``text``, else ``"zh"``.
+
+    Counting letters rather than looking for any Chinese keeps a product code or a brand name from
+    deciding: "Y1空气炸锅多少钱" is Chinese, "Is the Y1 空气炸锅 in stock?" is English. A message with
+    neither (digits, emoji, "?") counts as Chinese, the service's first language.
+    """
+    cjk = latin = 0
+    for ch in text:
+        if "a" <= ch.lower() <= "z":
+            latin += 1
+        elif _is_cjk(ch):
+            cjk += 1
+    # a CJK character carries about as much as a short English word
+    return "en" if latin > 3 * cjk and latin >= 2 else "zh"
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+
+
 @lru_cache(maxsize=8)
 def _converter(config: str) -> opencc.OpenCC:
     return opencc.OpenCC(config)

@@ -63,6 +63,10 @@ class DraftJob:
     intent: str
     #: Words the answer's sentences should contain to answer what was asked (price, time, ...).
     focus_terms: tuple[str, ...] = ()
+    #: The customer writes traditional characters: the drafts are converted (norms.to_traditional).
+    traditional: bool = False
+    #: The service opens every draft with its own apology for a late reply: the body needs none.
+    apology_given: bool = False
 
 
 @dataclass

@@ -50,7 +50,9 @@ def check_text(pipeline: SuggestionPipeline, text: str, ctx: CheckContext) -> di
 def suggestion_context(pipeline: SuggestionPipeline, suggestion_id: str) -> CheckContext:
     sug = pipeline.store.suggestion(suggestion_id)
     return CheckContext(
-        first_reply=bool(sug.get("first_reply")), customer_waited_s=sug.get("customer_waited_s")
+        first_reply=bool(sug.get("first_reply")),
+        customer_waited_s=sug.get("customer_waited_s"),
+        greeted=not sug.get("first_reply", True),  # a later reply must not greet again (issue 19)
     )
 
 

@@ -106,8 +106,15 @@ def build_messages(job: DraftJob) -> list[dict[str, str]]:
     extra.append(_task(job))
     if job.first_reply:
         extra.append(norms.render("llm_first_reply"))
-    if job.customer_waited_s is not None and job.customer_waited_s > norms.wait_limit_s:
+    else:
+        extra.append(norms.render("llm_later_reply"))
+    if job.apology_given:
+        # the service opens each draft with its apology for the late reply: one apology, not two
+        extra.append(norms.render("llm_apology_given"))
+    elif job.customer_waited_s is not None and job.customer_waited_s > norms.wait_limit_s:
         extra.append(norms.render("llm_waited", seconds=round(job.customer_waited_s)))
+    if job.traditional:
+        extra.append(norms.render("llm_traditional"))
     extra.append(norms.render("llm_ask", n=job.n))
     return [
         {"role": "system", "content": system},

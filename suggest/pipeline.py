@@ -16,14 +16,16 @@ from knowledge.errors import ValidationError
 from knowledge.model import SnippetFilter
 from knowledge.retriever import Hit, SearchResult
 from knowledge.service import KnowledgeBase
-from prompts import CheckContext, Norms
+from prompts import CheckContext, Norms, default_norms
 from prompts.intents import IntentRules
+from prompts.norms import PACKAGED_LANGUAGES
+from prompts.textnorm import is_traditional, language_of, to_script
 from suggest.clock import Clock, SystemClock
 from suggest.drafting import DraftCandidate, Drafter, DrafterError, DraftJob, Plan, Turn
 from suggest.guard import Guard, GuardedDraft, rank
 from suggest.metrics import Metrics
 from suggest.settings import SuggestSettings
-from suggest.storage import SuggestStore
+from suggest.storage import ConversationState, SuggestStore
 from suggest.template_drafter import TemplateDrafter
 from suggest.workflow import Workflow
 
@@ -59,6 +61,7 @@ class Prepared:
     at: datetime  # when the customer's message arrived (the service clock)
     offline: bool = False  # it arrived while the service was closed
     prefix: str = ""  # opens every draft (offline messages, outage recovery)
+    late: bool = False  # left while closed and no agent has answered since: apologise once for it
     store_message: bool = True  # False when answering a message stored before (recovery)
 
 
@@ -84,6 +87,15 @@ class SuggestionPipeline:
         self.template = TemplateDrafter()
         self.drafter: Drafter = drafter or self.template
         self.guard = Guard(norms)
+        # The customer's language picks the norms of the drafts: a question in English is answered
+        # wholly in English (the packaged norms of the other language, unless the configured ones speak it).
+        self.norms_by_language: dict[str, Norms] = {
+            lang: norms if lang == norms.language else default_norms(lang) for lang in PACKAGED_LANGUAGES
+        }
+        self.norms_by_language[norms.language] = norms
+        self.guards: dict[str, Guard] = {
+            lang: self.guard if n is norms else Guard(n) for lang, n in self.norms_by_language.items()
+        }
         self.metrics = metrics or Metrics()
         self.clock: Clock = clock or SystemClock()
         self.workflow = workflow
@@ -142,6 +154,11 @@ class SuggestionPipeline:
         if waited is None and conv is not None and conv.waiting_since is not None:
             # The customer wrote before and is still waiting: the wait counts from that message.
             waited = round(max(0.0, (now - conv.waiting_since).total_seconds()), 1)
+        language = language_of(req.customer_message)
+        norms = self.norms_by_language.get(language, self.norms)
+        traditional = language == "zh" and is_traditional(req.customer_message)
+        closed_since = self.norms.hours.closed_since(now)
+        late = closed_since is not None and not self._agent_answered_since(conv, req.history, closed_since)
 
         t0 = time.perf_counter()
         retrieval = self.kb.retriever.search(req.customer_message, k=5, flt=SnippetFilter(valid_on=today))
@@ -156,18 +173,22 @@ class SuggestionPipeline:
             and label not in ("complaint", "suggestion")
         ):
             label, confidence = "restricted", round(top.confidence_score, 3)
-        plan = self._plan(label, retrieval, self._promotion(req.customer_message, retrieval, today))
+        plan = self._plan(
+            label, retrieval, self._promotion(req.customer_message, retrieval, today), language=language
+        )
         route = self._route(label)
         job = DraftJob(
             customer_message=req.customer_message,
             history=tuple(req.history),
             plan=plan,
             n=req.n or self.settings.default_n,
-            norms=self.norms,
+            norms=norms,
             first_reply=first_reply,
             customer_waited_s=waited,
             intent=label,
             focus_terms=self.intents.focus_terms(req.customer_message),
+            traditional=traditional,
+            apology_given=late,
         )
         return Prepared(
             id=uuid.uuid4().hex,
@@ -180,8 +201,33 @@ class SuggestionPipeline:
             timings=timings,
             started=started,
             at=now,
-            offline=not self.norms.is_open(now),
+            offline=closed_since is not None,
+            late=late,
         )
+
+    @staticmethod
+    def _agent_answered_since(conv: ConversationState | None, history: list[Turn], since: datetime) -> bool:
+        """Whether an agent has replied in this conversation since ``since`` (the service closed): then
+        the customer is being answered out of hours, and a follow-up is no message left waiting.
+
+        The store knows when its agent last replied; a history from the chat system counts when an
+        agent turn is dated since then, or when the turn right before this message is an undated
+        agent reply (the conversation is going on now)."""
+        if conv is not None and conv.last_agent_at is not None and conv.last_agent_at >= since:
+            return True
+        for i, turn in enumerate(history):
+            if turn.role != "agent":
+                continue
+            if turn.at:
+                try:
+                    at = datetime.fromisoformat(turn.at)
+                except ValueError:
+                    continue
+                if (at if at.tzinfo else at.replace(tzinfo=since.tzinfo)) >= since:
+                    return True
+            elif i == len(history) - 1:
+                return True
+        return False
 
     def _promotion(self, message: str, retrieval: SearchResult, today: date) -> Hit | None:
         """A promotion running today that matches the customer's topic: the product of the best answer,
@@ -197,8 +243,15 @@ class SuggestionPipeline:
         best = promos[0] if promos else None
         return best if best is not None and best.confidence != "low" else None
 
-    def _plan(self, intent: str, retrieval: SearchResult, promotion: Hit | None = None) -> Plan:
+    def _plan(
+        self, intent: str, retrieval: SearchResult, promotion: Hit | None = None, *, language: str = ""
+    ) -> Plan:
         hits = tuple(retrieval.hits)
+        if language and language != self.norms.language and self.offline:
+            # The templates can only quote a snippet, not translate it: a question in another
+            # language is answered from snippets written in it, else passed on (escalated).
+            hits = tuple(h for h in hits if language_of(h.snippet.answer or h.snippet.question) == language)
+            promotion = promotion if promotion is not None and promotion in hits else None
         direct = {
             "chit_chat": "greeting",
             "closing": "closing",
@@ -261,13 +314,22 @@ class SuggestionPipeline:
         self, prep: Prepared, cands: list[DraftCandidate], fallback_reason: str | None, drafter: str
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        prefix = prep.prefix or (self.norms.render("offline_prefix") if prep.offline else "")
+        job = prep.job
+        norms = job.norms
+        prefix = prep.prefix or (norms.render("offline_prefix") if prep.late else "")
+        if job.traditional and norms.to_traditional:
+            # the KB and the templates are simplified; a customer writing traditional reads traditional
+            prefix = to_script(prefix, norms.to_traditional)
+            cands = [replace(c, text=to_script(c.text, norms.to_traditional)) for c in cands]
         if prefix:
-            cands = [replace(c, text=prefix + c.text) for c in cands]
-        ctx = CheckContext(first_reply=prep.job.first_reply, customer_waited_s=prep.job.customer_waited_s)
+            cands = [replace(c, text=norms.checker.open_with(prefix, c.text)) for c in cands]
+        ctx = CheckContext(
+            first_reply=job.first_reply, customer_waited_s=job.customer_waited_s, greeted=not job.first_reply
+        )
         cited = {h.snippet_id: f"{h.snippet.question}\n{h.snippet.answer}" for h in prep.retrieval.hits}
+        guard = self.guards.get(norms.language, self.guard)
         guarded: list[GuardedDraft] = [
-            self.guard.apply(f"{prep.id[:12]}-{i + 1}", c, ctx, cited) for i, c in enumerate(cands)
+            guard.apply(f"{prep.id[:12]}-{i + 1}", c, ctx, cited) for i, c in enumerate(cands)
         ]
         drafts = rank(guarded)
         prep.timings["guard"] = (time.perf_counter() - t0) * 1000
@@ -283,6 +345,9 @@ class SuggestionPipeline:
             "plan": {"kind": prep.job.plan.kind, "reason": prep.job.plan.reason},
             "first_reply": prep.job.first_reply,
             "offline": prep.offline,
+            "late_apology": bool(prep.prefix) or prep.late,
+            "language": prep.job.norms.language,
+            "script": "traditional" if prep.job.traditional else None,
             "customer_at": prep.at.isoformat(),
             "customer_waited_s": prep.job.customer_waited_s,
             "drafter": drafter,
@@ -343,7 +408,8 @@ class SuggestionPipeline:
         """After an outage: drafts for the customer's last message that explain and apologise first."""
         last = self.store.last_customer_message(conversation_id)
         prep = self.prepare(SuggestionRequest(conversation_id=conversation_id, customer_message=last))
-        prep.prefix = self.norms.render("outage_apology", cause=cause)
+        prep.prefix = prep.job.norms.render("outage_apology", cause=cause)
+        prep.job = replace(prep.job, apology_given=True)
         prep.store_message = False
         return self._run(prep)
 

@@ -132,9 +132,13 @@ def record_decision(pipeline: SuggestionPipeline, suggestion_id: str, data: Deci
     violations: list[dict[str, Any]] = []
     if final_text is not None:
         ctx = CheckContext(
-            first_reply=bool(sug.get("first_reply")), customer_waited_s=sug.get("customer_waited_s")
+            first_reply=bool(sug.get("first_reply")),
+            customer_waited_s=sug.get("customer_waited_s"),
+            greeted=not sug.get("first_reply", True),  # a later reply must not greet again (issue 19)
         )
-        found = pipeline.norms.check(final_text, ctx)
+        # checked by the norms of the customer's language (an English conversation: norms_en)
+        norms = pipeline.norms_by_language.get(sug.get("language") or "", pipeline.norms)
+        found = norms.check(final_text, ctx)
         violations = [v.to_dict() for v in found]
         errors = [v for v in found if v.severity == "error"]
         if errors and pipeline.settings.refuse_error_level:

@@ -21,7 +21,13 @@ from tests.conftest import SHARED_DATA
 from tests.fake_openai import FakeLLM
 
 #: The acceptance bars of the bundled dataset with the template drafter (issue 6).
-GATE = ["error_rule_pass=1.0", "groundedness=1.0", "escalation_recall=1.0", "intent_accuracy=0.9"]
+GATE = [
+    "error_rule_pass=1.0",
+    "groundedness=1.0",
+    "escalation_recall=1.0",
+    "intent_accuracy=0.9",
+    "openings_once=1.0",
+]
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +97,43 @@ def test_markdown_summary(bundled: tuple[int, Path]) -> None:
     md = (bundled[1] / "report.md").read_text("utf-8")
     assert "| error_rule_pass | 1.000 |" in md and "| groundedness | 1.000 |" in md
     assert "## Failing cases" in md
+
+
+def test_every_case_also_runs_out_of_hours_and_as_a_follow_up(bundled_report: dict[str, Any]) -> None:
+    """Issue 19: the openings are measured where they go wrong, with no stacked openings."""
+    m = bundled_report["metrics"]
+    assert m["openings_once"]["value"] == 1.0
+    for variant in ("out_of_hours", "follow_up"):
+        assert m[f"{variant}.error_rule_pass"]["value"] == 1.0
+        assert m[f"{variant}.norms.repeated_greeting"]["value"] == 1.0
+        assert m[f"{variant}.norms.stacked_apology"]["value"] == 1.0
+    offline = default_norms("zh").render("offline_prefix")
+    en_offline = default_norms("en").render("offline_prefix").strip()
+    for c in bundled_report["cases"]:
+        closed, follow = c["passes"]["out_of_hours"], c["passes"]["follow_up"]
+        assert not follow["first_reply"] and follow["late_apology"] is False and follow["drafts"]
+        history = c["case"]["history"]
+        if history and history[-1]["role"] == "agent":
+            # the agent's reply right before: the conversation goes on, nobody was left waiting
+            assert closed["late_apology"] is False, c["case"]["id"]
+            continue
+        assert closed["first_reply"] == (not history) and closed["late_apology"] and closed["drafts"]
+        for d in closed["drafts"]:
+            text = d["text"]
+            assert (en_offline in text) if c["case"]["id"].startswith("en-") else ("未能及" in text), text
+        for d in follow["drafts"]:
+            assert offline not in d["text"] and "您好" not in d["text"] and "Hello" not in d["text"], d[
+                "text"
+            ]
+
+
+def test_english_cases_are_answered_wholly_in_english(bundled_report: dict[str, Any]) -> None:
+    english = [c for c in bundled_report["cases"] if c["case"]["id"].startswith("en-")]
+    assert len(english) >= 3
+    for c in english:
+        drafts = [*c["drafts"], *(d for p in c["passes"].values() for d in p["drafts"])]
+        for d in drafts:
+            assert not any("\u3400" <= ch <= "\u9fff" or ch in "。，" for ch in d["text"]), d["text"]
 
 
 @pytest.mark.browser

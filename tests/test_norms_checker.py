@@ -23,7 +23,9 @@ def _cases() -> list[dict]:
 
 def _ctx(case: dict) -> CheckContext:
     return CheckContext(
-        first_reply=case.get("first_reply", False), customer_waited_s=case.get("customer_waited_s")
+        first_reply=case.get("first_reply", False),
+        customer_waited_s=case.get("customer_waited_s"),
+        greeted=case.get("greeted", False),
     )
 
 

@@ -123,9 +123,11 @@ def test_jddc_agent_turns_are_checked_fast() -> None:
     assert 0 < report.flagged < report.turns
     assert report.check_us_mean < 1000
     # every flagged reply whose violations are all fixable is clean after fix; the others are the
-    # replies that need rewording
+    # replies that need rewording (a few of them become fixable once another fix has run: a filler
+    # removed makes "抱歉呢，" a bare second apology)
     assert 0 < report.needs_rewording < report.flagged
-    assert report.fixed_clean == report.flagged - report.needs_rewording
+    assert report.flagged - report.needs_rewording <= report.fixed_clean <= report.flagged
+    assert report.per_rule["repeated_greeting"] > 0 and report.per_rule["stacked_apology"] > 0
     assert report.per_rule["greeting"] <= 994  # the first replies of the 994 sessions
     assert set(report.per_rule) >= {"greeting", "vague", "filler", "rude"}
 

@@ -103,8 +103,11 @@ def test_answer_greets_first_and_cites(client: Client, request: pytest.FixtureRe
     assert body["plan"]["kind"] == "answer" and body["escalate"] is False and body["first_reply"] is True
     assert len(body["drafts"]) == 3
     assert len({d["text"] for d in body["drafts"]}) == 3  # the drafts differ
+    assert body["script"] == "traditional" and body["language"] == "zh"
     for d in body["drafts"]:
-        assert d["text"].startswith("您好，我是在线客服，很高兴为您服务")
+        # the customer writes traditional characters: so does the draft (issue 19)
+        assert d["text"].startswith("您好，我是在線客服，很高興為您服務")
+        assert "退貨" in d["text"] and "退货" not in d["text"]
         assert d["citations"][0]["snippet_id"] == "faq-returns-process"
         assert d["violations"] == []
     assert body["retrieval"]["hits"][0]["snippet_id"] == "faq-returns-process"
@@ -130,6 +133,45 @@ def test_late_reply_apologises_first_and_second_reply_does_not_greet(
     text = second["drafts"][0]["text"]
     assert "很高兴为您服务" not in text
     assert text.startswith(("抱歉", "非常抱歉", "不好意思", "很抱歉")), text
+
+
+def test_agent_written_reply_that_greets_again_or_stacks_apologies_is_flagged(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    """Issue 19: the norms check what the agent sends too; a later reply must not greet again."""
+    conv = _conv(request)
+    first = client.suggest("运费怎么算", conv).json()
+    client.call(
+        "POST",
+        f"/v1/suggestions/{first['id']}/decision",
+        json={"action": "approve", "draft_id": first["drafts"][0]["id"], "agent_id": "a1"},
+    )
+    second = client.suggest("那偏远地区呢？新疆包邮吗", conv).json()
+    own = "您好，我是在线客服，很高兴为您服务。非常抱歉，新疆不包邮。非常抱歉，运费另计。"
+    r = client.call(
+        "POST",
+        f"/v1/suggestions/{second['id']}/decision",
+        json={"action": "edit", "draft_id": second["drafts"][0]["id"], "final_text": own, "agent_id": "a1"},
+    )
+    assert r.status_code == 201
+    rules = [v["rule_id"] for v in r.json()["violations"]]
+    assert rules.count("repeated_greeting") == 1 and rules.count("stacked_apology") == 1, rules
+    # the same text checked as the console's badge does, from the suggestion
+    badge = client.call("POST", "/v1/norms/check", json={"text": own, "suggestion_id": second["id"]}).json()
+    assert {v["rule_id"] for v in badge["violations"]} >= {"repeated_greeting", "stacked_apology"}
+
+
+def test_english_conversation_is_checked_by_the_english_norms(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    body = client.suggest("Hello, do you deliver to Hong Kong?", _conv(request)).json()
+    assert body["language"] == "en"
+    r = client.call(
+        "POST",
+        f"/v1/suggestions/{body['id']}/decision",
+        json={"action": "approve", "draft_id": body["drafts"][0]["id"], "agent_id": "a1"},
+    )
+    assert r.status_code == 201 and r.json()["violations"] == []
 
 
 def test_escalates_instead_of_guessing(client: Client, request: pytest.FixtureRequest) -> None:

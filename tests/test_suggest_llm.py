@@ -14,6 +14,7 @@ from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
+from prompts.textnorm import is_traditional
 from suggest.clock import FixedClock
 from suggest.settings import AppSettings, LLMSettings, Secret, Settings
 from tests.helpers_server import WORKING_HOURS, Running, serve
@@ -146,3 +147,56 @@ def test_stream_falls_back_when_the_llm_fails(llm_app: tuple[Running, FakeLLM]) 
         text = "".join(r.iter_text())
     final = json.loads(text.strip().split("data:")[-1])
     assert final["fallback"] is True and final["fallback_reason"].startswith("error status 500")
+
+
+def test_llm_drafts_follow_the_customers_script_and_greet_once(llm_app: tuple[Running, FakeLLM]) -> None:
+    """Issue 19: a traditional message gets traditional drafts (converted after the LLM), the prompt
+    says so, and an LLM draft that greets again on a later reply is repaired by the guard."""
+    running, llm = llm_app
+    llm.behave(n=2)
+    body = _suggest(running, "請問怎麼申請退貨？", conversation_id="c-llm-trad")
+    assert body["script"] == "traditional" and body["drafter"] == "llm"
+    assert "客户使用繁体字" in llm.last.user
+    assert "退貨" in body["drafts"][0]["text"]
+    for d in body["drafts"]:  # (the fake quotes each snippet it was given, one a draft)
+        assert is_traditional(d["text"]) and "退货" not in d["text"] and d["violations"] == [], d["text"]
+    history = [
+        {"role": "customer", "text": "你好"},
+        {"role": "agent", "text": "您好，我是在线客服，很高兴为您服务。"},
+    ]
+    llm.behave(
+        drafts=[
+            {
+                "text": "您好，我是在线客服，很高兴为您服务。退货请在“我的订单”中点击“申请售后”。",
+                "citations": ["faq-returns-process"],
+            }
+        ]
+    )
+    later = _suggest(running, "请问怎么申请退货？", conversation_id="c-llm-later", history=history, n=1)
+    assert later["first_reply"] is False
+    assert "不要再问候" in llm.last.user
+    (d,) = later["drafts"]
+    assert d["text"].startswith("退货请在"), d["text"]
+    assert "repeated_greeting" in d["fixes"] and d["violations"] == []
+
+
+def test_english_message_gets_the_english_prompt(llm_app: tuple[Running, FakeLLM]) -> None:
+    running, llm = llm_app
+    llm.behave(
+        drafts=[
+            {
+                "text": "We deliver only to mainland China; Hong Kong is not supported yet.",
+                "citations": ["faq-en-shipping-overseas"],
+            }
+        ]
+    )
+    body = _suggest(running, "Hello, do you deliver to Hong Kong?", conversation_id="c-llm-en", n=1)
+    assert body["language"] == "en"
+    assert (
+        llm.last.system.startswith("You draft replies")
+        and "Hello, this is online customer service" in llm.last.system
+    )
+    (d,) = body["drafts"]
+    assert d["text"].startswith("Hello, this is online customer service.") and d["violations"] == [], d[
+        "text"
+    ]

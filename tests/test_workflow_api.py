@@ -201,7 +201,9 @@ def test_messages_left_while_closed_are_offline_messages_with_drafts_ready(api: 
     a = api.suggest("w-night-1", "退款多久能到账")
     api.clock.advance(3600)
     api.suggest("w-night-2", "可以分期吗")
-    assert a["drafts"][0]["text"].startswith("您好，非常抱歉未能及时回复您的留言")
+    assert a["drafts"][0]["text"].startswith(
+        "您好，我是在线客服，很高兴为您服务。非常抱歉未能及时回复您的留言"
+    )
     api.clock.set(datetime(2026, 11, 27, 8, 30, tzinfo=SHANGHAI))
     api.suggest("w-day", "怎么注销账户")  # in working hours: not an offline message
     offline = api.get("/v1/offline-messages").json()
