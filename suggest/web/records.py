@@ -42,7 +42,6 @@ class CorrectionForm:
     notes: str = ""
 
 
-
 def eval_dir() -> Path:
     """Where ``make eval`` writes the latest report (``KEFU_EVAL_DIR``, default ``var/eval``)."""
     return Path(os.environ.get("KEFU_EVAL_DIR") or "var/eval")
