@@ -1,6 +1,6 @@
 /* kefu-assist pages: sign-in with an API key kept in sessionStorage, the key sent as a Bearer header on
  * every htmx request, role-based hiding, the console's keyboard shortcuts and waiting clocks, and the
- * knowledge editor's candidates and gaps panels (read from their JSON endpoints).
+ * records' downloads (the knowledge editor's candidates and gaps are server-rendered fragments).
  * No framework and no build step; untrusted text is only ever set with textContent. */
 (function () {
   "use strict";
@@ -126,7 +126,7 @@
     }
     role = me.role;
     document.body.dataset.role = role;
-    $("#who").textContent = msg("signedIn") + " " + me.name + " (" + role + ")";
+    $("#who").textContent = msg("signedIn") + " " + me.name + " (" + msg("role" + role.charAt(0).toUpperCase() + role.slice(1)) + ")";
     $("#who").hidden = false;
     $("#signout").hidden = false;
     $("#signin").hidden = true;
@@ -167,8 +167,6 @@
       p.hidden = p.id !== id || !allowed;
     });
     document.body.dispatchEvent(new CustomEvent("kefu:show-" + id.replace(/^tab-/, ""), { bubbles: true }));
-    if (id === "tab-candidates") loadCandidates();
-    if (id === "tab-gaps") loadGaps();
   }
 
   function showFirstAllowedTab() {
@@ -343,110 +341,6 @@
     $$("#conv-list a.conv").forEach((a) => a.classList.toggle("selected", a.dataset.conv === id));
   }
 
-  // -- the knowledge editor: candidates and gaps (JSON endpoints) -----------------------------------------
-
-  function notAvailable(box) {
-    const div = document.createElement("div");
-    div.className = "empty not-available";
-    div.dataset.state = "not-available";
-    div.textContent = msg("notAvailable") + " (" + box.dataset.endpoint + ")";
-    box.replaceChildren(div);
-  }
-
-  function emptyBox(box) {
-    const div = document.createElement("div");
-    div.className = "empty";
-    div.dataset.state = "empty";
-    div.textContent = msg("none");
-    box.replaceChildren(div);
-  }
-
-  function fill(node, data) {
-    $$("[data-f]", node).forEach((el) => {
-      const v = data[el.dataset.f];
-      if (el.dataset.f === "examples") {
-        (v || []).slice(0, 5).forEach((ex) => {
-          const li = document.createElement("li");
-          li.textContent = ex.text + (ex.at ? "  · " + ex.at.slice(0, 16).replace("T", " ") : "");
-          el.appendChild(li);
-        });
-      } else if (el.dataset.f === "reasons") {
-        el.textContent = Object.entries(v || {}).map(([k, n]) => k + " " + n).join(" · ");
-      } else if (v !== null && v !== undefined) {
-        el.textContent = /_at$|_seen$/.test(el.dataset.f) ? String(v).slice(0, 16).replace("T", " ") : String(v);
-      }
-    });
-  }
-
-  async function loadCandidates() {
-    const box = $("#candidates");
-    if (!box) return;
-    const status = $("#cand-status").value;
-    const resp = await api("GET", box.dataset.endpoint + "?status=" + encodeURIComponent(status) + "&limit=50");
-    if (resp.status === 404 || resp.status === 405) return notAvailable(box);
-    if (!resp.ok) return flash(await errorText(resp));
-    const data = await resp.json();
-    if (!data.items.length) return emptyBox(box);
-    const ul = document.createElement("ul");
-    ul.className = "items";
-    data.items.forEach((c) => {
-      const node = $("#tpl-candidate").content.firstElementChild.cloneNode(true);
-      node.dataset.candidate = c.id;
-      fill(node, c);
-      const actions = $(".actions", node);
-      if (c.status !== "pending" || !["editor", "admin"].includes(role)) actions.remove();
-      ul.appendChild(node);
-    });
-    box.replaceChildren(ul);
-  }
-
-  async function decideCandidate(node, action) {
-    const body = { id: Number(node.dataset.candidate), action };
-    const reason = $("[data-f-input=reason]", node);
-    if (action === "reject" && reason && reason.value.trim()) body.reason = reason.value.trim();
-    const resp = await api("POST", "/v1/knowledge/candidates", body);
-    if (resp.status === 404 && !(await resp.clone().text()).includes("not_found")) return notAvailable($("#candidates"));
-    if (!resp.ok) return flash(await errorText(resp));
-    flash(msg("saved"), "ok");
-    loadCandidates();
-  }
-
-  async function loadGaps() {
-    const box = $("#gaps");
-    if (!box) return;
-    const resp = await api("GET", box.dataset.endpoint + "?limit=20&days=30");
-    if (resp.status === 404 || resp.status === 405) return notAvailable(box);
-    if (!resp.ok) return flash(await errorText(resp));
-    const data = await resp.json();
-    if (!data.items.length) return emptyBox(box);
-    const ul = document.createElement("ul");
-    ul.className = "items";
-    data.items.forEach((g) => {
-      const node = $("#tpl-gap").content.firstElementChild.cloneNode(true);
-      node.dataset.gap = g.id;
-      fill(node, g);
-      const form = $(".gap-form", node);
-      if (["editor", "admin"].includes(role)) form.elements.question.value = g.label;
-      else $("details", node).remove();
-      ul.appendChild(node);
-    });
-    box.replaceChildren(ul);
-  }
-
-  async function createFromGap(form) {
-    const node = form.closest("[data-gap]");
-    const body = {
-      id: form.elements.id.value.trim(),
-      question: form.elements.question.value.trim(),
-      answer: form.elements.answer.value.trim(),
-    };
-    const resp = await api("POST", "/v1/knowledge/gaps/" + encodeURIComponent(node.dataset.gap) + "/snippet", body);
-    if (!resp.ok) return flash(await errorText(resp));
-    const s = await resp.json();
-    flash(msg("saved") + ": " + s.id, "ok");
-    loadGaps();
-  }
-
   // -- records ---------------------------------------------------------------------------------------
 
   async function download(fmt) {
@@ -508,16 +402,10 @@
 
   document.addEventListener("click", (e) => {
     if (page === "console") consoleClicks(e);
-    const act = e.target.closest("[data-act]");
-    if (act && act.closest("[data-candidate]")) decideCandidate(act.closest("[data-candidate]"), act.dataset.act);
     const dl = e.target.closest("button.download");
     if (dl) download(dl.dataset.format);
     if (e.target.closest("#open-report")) openReport();
   });
-  document.addEventListener("submit", (e) => {
-    if (e.target.classList.contains("gap-form")) { e.preventDefault(); createFromGap(e.target); }
-  });
-  document.addEventListener("change", (e) => { if (e.target.id === "cand-status") loadCandidates(); });
   document.addEventListener("keydown", (e) => { if (page === "console") consoleKeys(e); });
 
   // A one-click link (kefu keys demo prints /console#key=...): the key moves from the address into the
