@@ -50,11 +50,11 @@ SIMILARITY_FLOOR = 0.75
 #: its KB (not on any query set; docs/benchmarks.md). A tuned KB stores its own.
 E5_RETRIEVAL: dict[str, Any] = {
     "fusion": "weighted",
-    "dense_weight": 0.7,
-    "second_weight": 0.0,
+    "dense_weight": 0.9,
+    "second_weight": 0.25,
     "hub_weight": 0.5,
-    "high": 0.65,
-    "medium": 0.36,
+    "high": 0.99,
+    "medium": 0.8439,
 }
 
 

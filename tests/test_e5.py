@@ -9,7 +9,7 @@ import pytest
 
 from knowledge.e5 import E5_MODEL, E5_RETRIEVAL, E5Embedder, cpu_problem, shared_e5
 from knowledge.embedding import Embedder
-from knowledge.encoders import FusedEmbedder, fuse, load_embedder
+from knowledge.encoders import E5_WEIGHT_KEY, FusedEmbedder, fuse, load_embedder
 from knowledge.index import KnowledgeIndex
 from knowledge.model import Snippet
 from knowledge.retriever import HybridRetriever, RetrievalConfig
@@ -17,7 +17,7 @@ from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
 from knowledge.text import Analyzer
-from knowledge.tune_cmd import TuneOptions, run_tune
+from knowledge.tune_cmd import E5_WEIGHTS, TuneOptions, run_tune
 from tests.conftest import snippet
 
 
@@ -208,5 +208,31 @@ def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5
         assert kb.embedder is e5 and kb.retriever.config.hub_weight == E5_RETRIEVAL["hub_weight"]
         kb.index.build(store)
         assert kb.retriever.search("東西不想要了，能退貨嗎", k=2).hits[0].snippet_id == "returns"
+    finally:
+        store.close()
+
+
+def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
+    tmp_path: Path, e5: E5Embedder, demo_snippets: list[Snippet]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(demo_snippets, actor="t")
+    settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
+    try:
+        report = run_tune(
+            settings, TuneOptions(epochs=2, show_progress=False, force=True), store=store, say=lambda _m: None
+        )
+        tried = report["new"]["e5_weights"]
+        assert set(tried) == {str(w) for w in E5_WEIGHTS}
+        best = max(tried.values(), key=lambda f: (f["mrr@10"], f["recall@5"]))
+        assert (report["new"]["mrr@10"], report["new"]["recall@5"]) == (best["mrr@10"], best["recall@5"])
+        kb = KnowledgeBase(settings, store=store)
+        weight = kb.embedder.kb_meta[E5_WEIGHT_KEY]  # type: ignore[attr-defined]
+        assert weight in E5_WEIGHTS
+        if 0 < weight < 1:
+            assert isinstance(kb.embedder, FusedEmbedder) and kb.embedder.general is e5
+        kb.index.build(store)
+        assert kb.retriever.search("怎么申请退货", k=3).hits[0].snippet_id.startswith("faq-returns")
     finally:
         store.close()
