@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,37 @@ def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
         assert kb.retriever.search("怎么申请退货", k=3).hits[0].snippet_id.startswith("faq-returns")
     finally:
         store.close()
+
+
+class _Warmed(_OneHot):
+    """Records whether the index lock was free while the query was being encoded."""
+
+    def __init__(self, words: list[str], model_id: str) -> None:
+        super().__init__(words, model_id)
+        self.index: KnowledgeIndex | None = None
+        self.lock_free: list[bool] = []
+
+    def warm_query(self, text: str) -> None:
+        assert self.index is not None
+        lock = self.index.lock
+        got: list[bool] = []
+
+        def probe() -> None:
+            got.append(lock.acquire(timeout=2))
+            if got[0]:
+                lock.release()
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        self.lock_free.append(got[0])
+
+
+def test_the_query_is_encoded_before_the_index_lock_is_taken(tmp_path: Path) -> None:
+    """Other searches of the worker must not wait for a 15 ms encoder call."""
+    emb = _Warmed(["退", "票"], "warm")
+    index = KnowledgeIndex(emb, Analyzer("c"))
+    emb.index = index
+    index.build_from([snippet("a", "怎么退货"), snippet("b", "发票")])
+    HybridRetriever(index, RetrievalConfig(min_coverage=0.0)).search("退货", k=1)
+    assert emb.lock_free == [True]
