@@ -321,7 +321,6 @@ def environment(
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Iterator[Environment]:
     """A temporary store with the KB, a tuned KB model, the indexes and the pipeline (as the API has it)."""
-    from knowledge.embedding import SentenceTransformerEmbedder
     from knowledge.io import read_snippets
     from knowledge.service import KnowledgeBase
     from knowledge.settings import KnowledgeSettings
@@ -395,9 +394,7 @@ def environment(
                 "snippets": len(snippets),
                 "drafter": drafter,
                 "llm_model": settings.llm.model if drafter == "llm" else None,
-                "embedding_model": embedder.model_id
-                if isinstance(embedder, SentenceTransformerEmbedder)
-                else type(embedder).__name__,
+                "embedding_model": embedder.model_id,
                 "tune_s": round(tune_s, 2),
                 "retrieval": kb.retriever.config.tuned(),
                 "retrieval_fitted": tuned is not None,

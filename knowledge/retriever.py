@@ -22,7 +22,7 @@ from knowledge.store import Store
 
 CONFIDENCE_LEVELS = ("high", "medium", "low")
 #: The fields ``kefu kb tune`` fits on held-out pairs and stores with the model.
-TUNED_FIELDS = ("fusion", "dense_weight", "second_weight", "high", "medium")
+TUNED_FIELDS = ("fusion", "dense_weight", "second_weight", "hub_weight", "high", "medium")
 
 
 @dataclass
@@ -48,6 +48,9 @@ class RetrievalConfig:
     #: Weight of a snippet's second-best text in the dense score (0: best text only). More than one
     #: matching paraphrase is more evidence; ``kefu kb tune`` fits it on held-out pairs.
     second_weight: float = 0.0
+    #: How much of a text's hubness (its mean similarity to its nearest KB texts, centred) is taken
+    #: off its dense score: generic texts near everything stop winning every query. Fitted by tune.
+    hub_weight: float = 0.0
     sync_interval_s: float = (
         0.0  # seconds between checks of the database for a new KB revision (0: every search)
     )
@@ -57,6 +60,8 @@ class RetrievalConfig:
             raise ValueError("fusion must be 'weighted' or 'rrf'")
         if not 0 <= self.second_weight <= 1:
             raise ValueError("second_weight must be between 0 and 1")
+        if not 0 <= self.hub_weight <= 2:
+            raise ValueError("hub_weight must be between 0 and 2")
         if not 0 <= self.dense_weight <= 1:
             raise ValueError("dense_weight must be between 0 and 1")
         if not 0 <= self.medium <= self.high <= 1:
@@ -181,6 +186,11 @@ class HybridRetriever:
             self._maybe_sync()
         flt = flt or SnippetFilter()
         idx = self.index
+        warm = getattr(idx.embedder, "warm_query", None)
+        if warm is not None:
+            # An encoder with a query cache (e5: 13-17 ms a call) encodes before the index lock is
+            # taken, so that other searches of the worker do not wait for it; inside, it is a lookup.
+            warm(query)
         with idx.lock:
             lay = idx.layout
             if _excludes_all(lay, flt):  # e.g. promotions asked for, and the KB has none
@@ -249,6 +259,9 @@ class HybridRetriever:
         second: tuple[np.ndarray, np.ndarray] | None = None
         if dw > 0 and idx.dense.ntotal and lay.dense_ids.size:
             ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
+            if cfg.hub_weight > 0:
+                ds = ds - cfg.hub_weight * idx.hubness(di)
+            ds = _rescaled(ds, float(getattr(idx.embedder, "similarity_floor", 0.0)))
             pos = np.minimum(np.searchsorted(lay.dense_ids, di), lay.dense_ids.size - 1)
             known = lay.dense_ids[pos] == di
             ds, di, owner = ds[known].astype(np.float64), di[known], lay.dense_owner[pos[known]]
@@ -380,6 +393,15 @@ class HybridRetriever:
             confidence_score=confidence_score,
             confidence=self.label(confidence_score),
         )
+
+
+def _rescaled(scores: np.ndarray, floor: float) -> np.ndarray:
+    """Cosines on a 0..1 scale where 0 is what the model gives unrelated texts (its
+    ``similarity_floor``): e5 gives unrelated Chinese questions about 0.8, so its raw cosines would
+    barely move a fusion with BM25 or a confidence threshold. Kept above -1 (-1 marks "no score")."""
+    if floor <= 0:
+        return scores
+    return np.maximum((scores - floor) / (1.0 - floor), -0.999).astype(scores.dtype, copy=False)
 
 
 def _group_best(

@@ -61,7 +61,7 @@ def test_bundled_dataset_is_run_as_make_serve_tunes_it(bundled_report: dict[str,
     decide escalation are the ones fitted on held-out pairs, as in the service."""
     setup = bundled_report["setup"]
     assert setup["retrieval_fitted"] is True
-    assert setup["embedding_model"].startswith("kb-static-")
+    assert "kb-static-" in setup["embedding_model"]  # the tuned static model, with e5 in front
     assert 0 < setup["retrieval"]["medium"] <= setup["retrieval"]["high"] <= 1
 
 
