@@ -53,6 +53,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from knowledge.embedding import EmbeddingModelError
+from knowledge.service import general_encoder
+from knowledge.settings import KnowledgeSettings
+
 DEFAULT_SIZE = 100_000
 DEFAULT_SEED = 0
 SETUP_FILE = "bench-setup.json"
@@ -341,6 +345,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if k.startswith("KEFU_") and k not in _SETUP_ENV and k != "KEFU_BENCH_KEY"
         },
     }
+    settings["encoder"] = encoder_cost(queries)
     report: dict[str, Any]
     if args.url:
         if not args.key:
@@ -1093,6 +1098,45 @@ def _measure(
     }
 
 
+def encoder_cost(queries: Sequence[str], n: int = 40) -> dict[str, Any]:
+    """The general encoder the server will load (``KEFU_ENCODER``) and what one query costs it here,
+    in this process before the load: ``n`` distinct queries, uncached, with the server's thread count.
+    A suggestion pays it once per new customer message (the server keeps a query-vector cache)."""
+    ks = KnowledgeSettings()
+    out: dict[str, Any] = {
+        "name": ks.encoder,
+        "threads": ks.encoder_threads,
+        "query_cache": ks.encoder_query_cache,
+    }
+    try:
+        enc = general_encoder(ks)
+    except EmbeddingModelError as e:  # pragma: no cover - general_encoder logs and returns None
+        out["error"] = e.message_en
+        return out
+    if enc is None:
+        out["model"] = None
+        return out
+    out["model"] = enc.model_id
+    sample = list(dict.fromkeys(queries))[:n]
+    enc.encode_documents(sample[:2])  # the first call maps the weights
+    ms = []
+    cpu0 = time.process_time()
+    for q in sample:
+        t0 = time.perf_counter()
+        enc.encode_documents([f"{q} "])  # not the query cache: the engine itself
+        ms.append((time.perf_counter() - t0) * 1000)
+    cpu = time.process_time() - cpu0
+    out.update(
+        {
+            "queries_timed": len(ms),
+            "ms_per_query_p50": round(statistics.median(ms), 2) if ms else None,
+            "ms_per_query_p95": round(float(np.percentile(ms, 95)), 2) if ms else None,
+            "cpu_ms_per_query": round(1000 * cpu / len(ms), 2) if ms else None,
+        }
+    )
+    return out
+
+
 def format_report(r: dict[str, Any]) -> str:
     m, kb, st, res = r["machine"], r["kb"], r["settings"], r["results"]
     lat = res["latency_ms"]
@@ -1115,6 +1159,15 @@ def format_report(r: dict[str, Any]) -> str:
         f"n={st['drafts_n']}, {st['n_queries']} queries ({Path(st['queries']).name}), "
         f"workers {st.get('workers') or '?'}"
     )
+    enc = st.get("encoder") or {}
+    if enc.get("model"):
+        lines.append(
+            f"encoder   {enc['model']}, {enc['threads']} thread(s) per worker, query cache {enc['query_cache']}: "
+            f"one uncached query p50 {enc['ms_per_query_p50']:.1f} ms, p95 {enc['ms_per_query_p95']:.1f} ms, "
+            f"{enc['cpu_ms_per_query']:.1f} ms CPU (measured before the load)"
+        )
+    elif enc:
+        lines.append(f"encoder   none ({enc.get('name')}{'; ' + enc['error'] if enc.get('error') else ''})")
     if st.get("connections_by_worker"):
         conns = ", ".join(f"pid {k}: {v}" for k, v in st["connections_by_worker"].items())
         lines.append(

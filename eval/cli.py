@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from knowledge.embedding import BUNDLED_MODEL
 from knowledge.errors import KefuError
 from knowledge.retriever import RetrievalConfig
 from knowledge.settings import KnowledgeSettings
@@ -46,8 +45,18 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, help="training epochs of the tune (default: kefu kb tune's)")
     p.add_argument(
-        "--model", default="", help="embedding model for --no-tune (default: KEFU_EMBEDDING_MODEL or bundled)"
+        "--model",
+        default="",
+        help="embedding model for --no-tune (default: KEFU_EMBEDDING_MODEL, else the KB default: "
+        "KEFU_ENCODER, e5)",
     )
+    p.add_argument(
+        "--vector-cache",
+        type=Path,
+        default=Path("var/eval/vectors.db"),
+        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
+    )
+    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
     p.add_argument("--analyzer", help="BM25 tokens: c, cb, wc, wcb, w (default: KEFU_ANALYZER or wcb)")
     p.add_argument("--fusion", choices=("weighted", "rrf"))
     p.add_argument("--dense-weight", type=float)
@@ -207,14 +216,20 @@ def _retrieval(args: argparse.Namespace) -> int:
         args.queries,
         k=args.k,
         tune=not args.no_tune,
-        model=args.model or settings.embedding_model or BUNDLED_MODEL,
+        model=args.model or settings.embedding_model,
         analyzer=analyzer,
         config=config,
         explicit=frozenset(explicit),
         tune_options=TuneOptions(seed=args.seed, epochs=args.epochs, show_progress=False),
         progress=lambda m: print(m, file=sys.stderr),
+        vector_cache=None if args.no_vector_cache else _cache_file(args.vector_cache),
     )
     return _print_retrieval(args, report, analyzer)
+
+
+def _cache_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _print_retrieval(args: argparse.Namespace, report: RetrievalReport, analyzer: str) -> int:

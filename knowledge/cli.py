@@ -515,10 +515,13 @@ def _bootstrap(settings: KnowledgeSettings, kb_file: Path | None) -> int:
 
         tuned_report = run_tune(settings, TuneOptions(force=True))
         new = tuned_report.get("new") or {}
-        print(
-            f"已训练知识库模型 / tuned the KB model {tuned_report.get('switched_to')} in {tuned_report['seconds']} s "
-            f"(held-out recall@5 {new.get('recall@5', '-')}, MRR@10 {new.get('mrr@10', '-')})"
-        )
+        if tuned_report.get("note") and not tuned_report.get("switched"):
+            print(f"知识库模型 / KB model: {tuned_report['note']}")
+        else:
+            print(
+                f"已训练知识库模型 / tuned the KB model {tuned_report.get('switched_to')} in {tuned_report['seconds']} s "
+                f"(held-out recall@5 {new.get('recall@5', '-')}, MRR@10 {new.get('mrr@10', '-')})"
+            )
     kb = KnowledgeBase(settings)
     try:
         print(kb.open_index(progress=True, log_fn=lambda _m: None))

@@ -45,6 +45,17 @@ QUERY_CACHE_SIZE = 4096
 #: The cosine e5 gives unrelated questions (its scores are compressed near 1): the retriever rescales
 #: dense scores from here to 1 before fusing them with BM25 (chosen on bq-dev, docs/benchmarks.md).
 SIMILARITY_FLOOR = 0.75
+#: The fusion and confidence thresholds of e5 with BM25 in a KB with nothing to tune on (no similar
+#: questions): fitted by ``kefu kb tune``'s own procedure on bq-dev's similar questions held out of
+#: its KB (not on any query set; docs/benchmarks.md). A tuned KB stores its own.
+E5_RETRIEVAL: dict[str, Any] = {
+    "fusion": "weighted",
+    "dense_weight": 0.9,
+    "second_weight": 0.25,
+    "hub_weight": 0.5,
+    "high": 0.99,
+    "medium": 0.8439,
+}
 
 
 def _engine_unavailable(why: str) -> EmbeddingModelError:
@@ -112,6 +123,8 @@ class E5Embedder:
         self._queries_lock = threading.Lock()
         self.query_cache_size = QUERY_CACHE_SIZE
         self.similarity_floor = SIMILARITY_FLOOR
+        #: What ``service.tuned_retrieval`` reads from a tuned model: e5's own defaults.
+        self.kb_meta: dict[str, Any] = {"retrieval": dict(E5_RETRIEVAL)}
 
     def _bound(self) -> None:
         # Per calling thread: the web server encodes from its worker threads.

@@ -41,10 +41,12 @@ class FusedEmbedder:
     database under its own model id (``KnowledgeIndex``): a new tune re-embeds nothing with e5.
     """
 
-    def __init__(self, general: Embedder, kb: Embedder, weight: float) -> None:
+    def __init__(self, general: Embedder, kb: Embedder, weight: float, *, cache_kb: bool = True) -> None:
         if not 0 < weight < 1:
             raise ValueError("the fused weight must be strictly between 0 and 1")
         self.general, self.kb, self.weight = general, kb, float(weight)
+        #: Whether each part's vectors go to the database cache (a model being tried is not stored).
+        self.cached = (True, cache_kb)
         self.parts: tuple[tuple[Embedder, float], ...] = (
             (general, math.sqrt(weight)),
             (kb, math.sqrt(1 - weight)),
@@ -85,7 +87,9 @@ class FusedEmbedder:
         return shared
 
 
-def fuse(general: Embedder | None, kb: Embedder | None, weight: float) -> Embedder | None:
+def fuse(
+    general: Embedder | None, kb: Embedder | None, weight: float, *, cache_kb: bool = True
+) -> Embedder | None:
     """``general`` and ``kb`` mixed with ``weight`` (the share of ``general``); a weight of 1 or 0,
     or a missing part, gives the other one alone."""
     if general is None or kb is None:
@@ -94,4 +98,4 @@ def fuse(general: Embedder | None, kb: Embedder | None, weight: float) -> Embedd
         return general
     if weight <= 0:
         return kb
-    return FusedEmbedder(general, kb, weight)
+    return FusedEmbedder(general, kb, weight, cache_kb=cache_kb)

@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 import scipy.sparse
 from sqlalchemy import select
+from tqdm import tqdm
 
 from knowledge.embedding import Embedder
 from knowledge.model import Snippet
@@ -46,6 +47,10 @@ SEARCH_THREADS = 1
 #: HNSW candidates explored per search (FAISS's efSearch). At 100,000 snippets 64 instead of 128
 #: takes a search from 0.32 to 0.20 ms and leaves bq-dev's hit@1/hit@5 as they were (docs/benchmarks.md).
 HNSW_EF_SEARCH = 64
+#: Nearest KB texts whose mean similarity measures a text's hubness (``KnowledgeIndex._note_hubs``).
+HUB_NEIGHBOURS = 10
+#: Texts embedded and stored in the database cache at a time.
+EMBED_CHUNK = 1024
 
 
 _REVISION_SQL: dict[str, str] = {}
@@ -176,6 +181,16 @@ class DenseIndex:
             keep &= np.array([int(x) not in self.deleted for x in i])
         return s[keep][:k], i[keep][:k]
 
+    def neighbour_similarity(self, vectors: np.ndarray, k: int) -> np.ndarray:
+        """Mean similarity of each vector to its ``k`` nearest indexed texts other than itself."""
+        if not len(vectors) or int(self.index.ntotal) < 2:
+            return np.zeros(len(vectors), dtype=np.float32)
+        kk = min(int(self.index.ntotal), k + 1)
+        faiss.omp_set_num_threads(SEARCH_THREADS)
+        scores, ids = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), kk)
+        scores = np.where(ids >= 0, scores, np.nan)[:, 1:]  # the first is the text itself
+        return np.nan_to_num(np.nanmean(scores, axis=1)).astype(np.float32)
+
     def vectors_of(self, ids: Iterable[int]) -> np.ndarray:
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
@@ -189,11 +204,18 @@ def embed_cached(
     cached = store.cached_vectors(embedder.model_id, keys) if store else {}
     missing = [i for i, k in enumerate(keys) if k not in cached]
     fresh: dict[str, np.ndarray] = {}
-    if missing:
-        vecs = embedder.encode_documents([texts[i] for i in missing], show_progress=progress)
-        fresh = {keys[i]: v for i, v in zip(missing, vecs, strict=True)}
+    # Stored chunk by chunk: an interrupted import of a large KB keeps what e5 already encoded.
+    step = EMBED_CHUNK if store else max(1, len(missing))
+    bar = tqdm(total=len(missing), desc="embedding", unit="text", disable=not progress or not missing)
+    for at in range(0, len(missing), step):
+        chunk = missing[at : at + step]
+        vecs = embedder.encode_documents([texts[i] for i in chunk])
+        part = {keys[i]: v for i, v in zip(chunk, vecs, strict=True)}
         if store:
-            store.store_vectors(embedder.model_id, fresh)
+            store.store_vectors(embedder.model_id, part)
+        fresh.update(part)
+        bar.update(len(chunk))
+    bar.close()
     vectors = {**cached, **fresh}
     if not keys:
         return np.zeros((0, embedder.dim), dtype=np.float32), 0
@@ -522,6 +544,9 @@ class KnowledgeIndex:
         self.by_snippet: dict[str, list[int]] = {}
         self.dense = DenseIndex(embedder.dim, hnsw_threshold=hnsw_threshold)
         self.lexical = LexicalIndex(answer_weight=answer_weight)
+        #: Dense text id -> mean similarity to its nearest KB texts (see ``_note_hubs``).
+        self.hub_raw: dict[int, float] = {}
+        self.hub_mean = 0.0
         self.kb_revision = -1
         self.lock = threading.RLock()
         self.last_sync = 0.0
@@ -593,7 +618,11 @@ class KnowledgeIndex:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         parts = getattr(self.embedder, "parts", None)
         if parts:
-            counted = [embed_cached(p, store, [t.text for t in texts], progress) for p, _ in parts]
+            cached = getattr(self.embedder, "cached", (True,) * len(parts))
+            counted = [
+                embed_cached(p, store if keep else None, [t.text for t in texts], progress)
+                for (p, _), keep in zip(parts, cached, strict=True)
+            ]
             self.embedded_last = max(n for _, n in counted)
             return np.asarray(self.embedder.combine([v for v, _ in counted]), dtype=np.float32)  # type: ignore[attr-defined]
         vectors, self.embedded_last = embed_cached(self.embedder, store, [t.text for t in texts], progress)
@@ -621,6 +650,7 @@ class KnowledgeIndex:
 
     def _reset(self, n_snippets: int) -> None:
         self.snippets, self.texts, self.by_snippet = {}, {}, {}
+        self.hub_raw, self.hub_mean = {}, 0.0
         self.dense = DenseIndex(
             self.embedder.dim, hnsw_threshold=self.hnsw_threshold, expected=n_snippets * 4
         )
@@ -636,7 +666,27 @@ class KnowledgeIndex:
             new_texts.extend(ts)
         dense_texts = [t for t in new_texts if t.field != "answer"]
         vecs = self._embed(store, dense_texts, progress)
-        self.dense.add(np.array([t.id for t in dense_texts], dtype=np.int64), vecs)
+        ids = np.array([t.id for t in dense_texts], dtype=np.int64)
+        self.dense.add(ids, vecs)
+        self._note_hubs(ids, vecs)
+
+    def _note_hubs(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Each new text's hubness: how close it is to its nearest KB texts, against the KB's mean.
+
+        Some texts (short, generic: 怎么办理) are near every question in e5's space and would be
+        everyone's top hit; the retriever subtracts ``RetrievalConfig.hub_weight`` times this from
+        their dense score (CSLS, Conneau et al. 2018; computed from the KB alone). Texts indexed
+        earlier keep their value when neighbours are added (a rebuild refreshes all)."""
+        if not len(ids):
+            return
+        near = self.dense.neighbour_similarity(vecs, HUB_NEIGHBOURS)
+        self.hub_raw.update(zip(ids.tolist(), near.tolist(), strict=True))
+        self.hub_mean = float(np.mean(list(self.hub_raw.values()))) if self.hub_raw else 0.0
+
+    def hubness(self, ids: np.ndarray) -> np.ndarray:
+        """The centred hubness of dense text ids (0 for an unknown id)."""
+        raw, mean = self.hub_raw, self.hub_mean
+        return np.fromiter((raw.get(i, mean) - mean for i in ids.tolist()), dtype=np.float64, count=ids.size)
 
     def remove_snippets(self, snippet_ids: Iterable[str]) -> None:
         """Take snippets out of an index built with :meth:`build_from` (held-out measurements)."""
@@ -648,6 +698,8 @@ class KnowledgeIndex:
     def _remove_snippet(self, snippet_id: str) -> None:
         ids = self.by_snippet.pop(snippet_id, [])
         self.dense.remove(ids)
+        for i in ids:
+            self.hub_raw.pop(i, None)
         for i in ids:
             self.texts.pop(i, None)
         self.snippets.pop(snippet_id, None)
@@ -695,6 +747,8 @@ class KnowledgeIndex:
                 with (tmp / "texts.jsonl").open("w", encoding="utf-8") as f:
                     for t in self.texts.values():
                         rec = {"id": t.id, "s": t.snippet_id, "f": t.field, "t": t.text, "k": list(t.tokens)}
+                        if t.id in self.hub_raw:
+                            rec["h"] = self.hub_raw[t.id]
                         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 with (tmp / "snippets.jsonl").open("w", encoding="utf-8") as f:
                     for s in self.snippets.values():
@@ -753,13 +807,16 @@ class KnowledgeIndex:
                 for line in f:
                     s = Snippet.from_dict(json.loads(line))
                     self.snippets[s.id] = s
-            self.texts, self.by_snippet = {}, {}
+            self.texts, self.by_snippet, self.hub_raw = {}, {}, {}
             with (path / "texts.jsonl").open(encoding="utf-8") as f:
                 for line in f:
                     r = json.loads(line)
                     t = IndexedText(int(r["id"]), r["s"], r["f"], r["t"], _interned(r["k"]))
                     self.texts[t.id] = t
+                    if "h" in r:
+                        self.hub_raw[t.id] = float(r["h"])
                     self.by_snippet.setdefault(t.snippet_id, []).append(t.id)
+            self.hub_mean = float(np.mean(list(self.hub_raw.values()))) if self.hub_raw else 0.0
             self.dense = DenseIndex(self.embedder.dim, hnsw_threshold=self.hnsw_threshold)
             self.dense.index = faiss.read_index(str(path / "dense.faiss"))
             self.dense.kind = m.dense_kind

@@ -22,7 +22,7 @@ from knowledge.store import Store
 
 CONFIDENCE_LEVELS = ("high", "medium", "low")
 #: The fields ``kefu kb tune`` fits on held-out pairs and stores with the model.
-TUNED_FIELDS = ("fusion", "dense_weight", "second_weight", "high", "medium")
+TUNED_FIELDS = ("fusion", "dense_weight", "second_weight", "hub_weight", "high", "medium")
 
 
 @dataclass
@@ -48,6 +48,9 @@ class RetrievalConfig:
     #: Weight of a snippet's second-best text in the dense score (0: best text only). More than one
     #: matching paraphrase is more evidence; ``kefu kb tune`` fits it on held-out pairs.
     second_weight: float = 0.0
+    #: How much of a text's hubness (its mean similarity to its nearest KB texts, centred) is taken
+    #: off its dense score: generic texts near everything stop winning every query. Fitted by tune.
+    hub_weight: float = 0.0
     sync_interval_s: float = (
         0.0  # seconds between checks of the database for a new KB revision (0: every search)
     )
@@ -57,6 +60,8 @@ class RetrievalConfig:
             raise ValueError("fusion must be 'weighted' or 'rrf'")
         if not 0 <= self.second_weight <= 1:
             raise ValueError("second_weight must be between 0 and 1")
+        if not 0 <= self.hub_weight <= 2:
+            raise ValueError("hub_weight must be between 0 and 2")
         if not 0 <= self.dense_weight <= 1:
             raise ValueError("dense_weight must be between 0 and 1")
         if not 0 <= self.medium <= self.high <= 1:
@@ -249,6 +254,8 @@ class HybridRetriever:
         second: tuple[np.ndarray, np.ndarray] | None = None
         if dw > 0 and idx.dense.ntotal and lay.dense_ids.size:
             ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
+            if cfg.hub_weight > 0:
+                ds = ds - cfg.hub_weight * idx.hubness(di)
             ds = _rescaled(ds, float(getattr(idx.embedder, "similarity_floor", 0.0)))
             pos = np.minimum(np.searchsorted(lay.dense_ids, di), lay.dense_ids.size - 1)
             known = lay.dense_ids[pos] == di

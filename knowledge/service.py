@@ -18,6 +18,7 @@ import faiss
 
 from knowledge import index as index_module
 from knowledge.candidates import Candidates
+from knowledge.e5 import E5Embedder
 from knowledge.embedding import BUNDLED_MODEL, Embedder, EmbeddingModelError
 from knowledge.encoders import E5_WEIGHT_KEY, fuse, load_embedder
 from knowledge.errors import KefuError
@@ -67,10 +68,13 @@ def general_encoder(settings: KnowledgeSettings) -> Embedder | None:
     if name.lower() in ("", "none", "off"):
         return None
     try:
-        return load_embedder(name, threads=settings.encoder_threads)
+        encoder = load_embedder(name, threads=settings.encoder_threads)
     except EmbeddingModelError as e:
         log.warning("%s; falling back to the KB-tuned model and BM25", e.message_en)
         return None
+    if isinstance(encoder, E5Embedder):
+        encoder.query_cache_size = max(0, settings.encoder_query_cache)
+    return encoder
 
 
 def model_embedder(store: Store, settings: KnowledgeSettings, ref: str | None) -> Embedder:

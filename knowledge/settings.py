@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from knowledge.e5 import E5_MODEL, encoder_threads
+from knowledge.e5 import E5_MODEL, QUERY_CACHE_SIZE, encoder_threads
 from knowledge.retriever import RetrievalConfig
 from knowledge.store import DEFAULT_DATABASE_URL
 
@@ -22,6 +22,7 @@ _RETRIEVAL_ENV = {
     "high": "KEFU_RETRIEVAL_HIGH",
     "medium": "KEFU_RETRIEVAL_MEDIUM",
     "second_weight": "KEFU_RETRIEVAL_SECOND_WEIGHT",
+    "hub_weight": "KEFU_RETRIEVAL_HUB_WEIGHT",
 }
 
 
@@ -45,6 +46,7 @@ def _retrieval_from_env() -> RetrievalConfig:
         lexical_exact=int(_env("KEFU_RETRIEVAL_LEXICAL_EXACT", str(d.lexical_exact))),
         lexical_budget=int(_env("KEFU_RETRIEVAL_LEXICAL_BUDGET", str(d.lexical_budget))),
         second_weight=float(_env("KEFU_RETRIEVAL_SECOND_WEIGHT", str(d.second_weight))),
+        hub_weight=float(_env("KEFU_RETRIEVAL_HUB_WEIGHT", str(d.hub_weight))),
         sync_interval_s=float(_env("KEFU_RETRIEVAL_SYNC_INTERVAL_S", str(d.sync_interval_s))),
     )
 
@@ -63,6 +65,10 @@ class KnowledgeSettings:
     encoder: str = field(default_factory=lambda: _env("KEFU_ENCODER", E5_MODEL))
     #: OpenMP threads of one e5 call per worker (default 1: a worker per core).
     encoder_threads: int = field(default_factory=encoder_threads)
+    #: Query vectors of the general encoder kept per worker (0: every query is encoded again).
+    encoder_query_cache: int = field(
+        default_factory=lambda: int(_env("KEFU_ENCODER_QUERY_CACHE", str(QUERY_CACHE_SIZE)))
+    )
     #: Where the FAISS/BM25 index of this replica is saved.
     index_dir: Path = field(default_factory=lambda: Path(_env("KEFU_INDEX_DIR", "var/index")))
     #: Where tuned KB models are kept (one versioned directory each).

@@ -7,15 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from knowledge.e5 import E5_MODEL, E5Embedder, cpu_problem, shared_e5
+from knowledge.e5 import E5_MODEL, E5_RETRIEVAL, E5Embedder, cpu_problem, shared_e5
 from knowledge.embedding import Embedder
-from knowledge.encoders import FusedEmbedder, fuse, load_embedder
+from knowledge.encoders import E5_WEIGHT_KEY, FusedEmbedder, fuse, load_embedder
 from knowledge.index import KnowledgeIndex
 from knowledge.model import Snippet
+from knowledge.retriever import HybridRetriever, RetrievalConfig
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
 from knowledge.text import Analyzer
+from knowledge.tune_cmd import E5_WEIGHTS, TuneOptions, run_tune
 from tests.conftest import snippet
 
 
@@ -150,3 +152,87 @@ def test_kb_selects_e5_by_setting_and_caches_its_vectors(tmp_path: Path, e5: E5E
         assert kb.index.embedded_last == 0  # from the database cache
     finally:
         kb.close()
+
+
+def test_hub_texts_lose_their_dense_lead_and_keep_it_across_save(tmp_path: Path) -> None:
+    """A generic text near every other text is everyone's nearest neighbour; the hubness weight takes
+    its lead away, computed from the KB alone, and the saved index keeps the values."""
+    words = ["退", "票", "钱", "快", "办"]
+    emb = _OneHot(words, "hub")
+    store = Store(f"sqlite:///{tmp_path / 'kb.db'}")
+    try:
+        store.import_snippets(
+            [
+                snippet("generic", "退票钱快办"),  # shares a word with everything
+                snippet("refund", "退钱"),
+                snippet("ticket", "票快"),
+                snippet("fast", "快办"),
+            ],
+            actor="t",
+        )
+        index = KnowledgeIndex(emb, Analyzer("c"))
+        index.build(store)
+        ids = np.array(sorted(index.hub_raw), dtype=np.int64)
+        hub = dict(zip(ids.tolist(), index.hubness(ids).tolist(), strict=True))
+        generic_id = index.by_snippet["generic"][0]
+        assert hub[generic_id] == max(hub.values()) > 0
+        query = "退办"  # as close to "generic" as to "refund" in the dense space
+        plain = HybridRetriever(index, RetrievalConfig(dense_weight=1.0, min_coverage=0.0))
+        fair = HybridRetriever(index, RetrievalConfig(dense_weight=1.0, min_coverage=0.0, hub_weight=1.0))
+        assert plain.search(query, k=2).hits[0].snippet_id == "generic"
+        assert fair.search(query, k=2).hits[0].snippet_id != "generic"
+        index.save(tmp_path / "index")
+        loaded = KnowledgeIndex(emb, Analyzer("c"))
+        assert loaded.load(tmp_path / "index") is None
+        assert loaded.hub_raw == pytest.approx(index.hub_raw)
+    finally:
+        store.close()
+
+
+def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5Embedder) -> None:
+    """The usual first import of a FAQ has no similar questions: nothing to train, and that is fine."""
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(
+        [snippet("returns", "怎么申请退货", "七天无理由退货"), snippet("invoice", "可以开发票吗", "可以")],
+        actor="t",
+    )
+    settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
+    try:
+        report = run_tune(
+            settings, TuneOptions(show_progress=False, force=True), store=store, say=lambda _m: None
+        )
+        assert report["switched"] is False and report["model"] == e5.model_id
+        assert report["retrieval"]["dense_weight"] == E5_RETRIEVAL["dense_weight"]
+        kb = KnowledgeBase(settings, store=store)
+        assert kb.embedder is e5 and kb.retriever.config.hub_weight == E5_RETRIEVAL["hub_weight"]
+        kb.index.build(store)
+        assert kb.retriever.search("東西不想要了，能退貨嗎", k=2).hits[0].snippet_id == "returns"
+    finally:
+        store.close()
+
+
+def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
+    tmp_path: Path, e5: E5Embedder, demo_snippets: list[Snippet]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(demo_snippets, actor="t")
+    settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
+    try:
+        report = run_tune(
+            settings, TuneOptions(epochs=2, show_progress=False, force=True), store=store, say=lambda _m: None
+        )
+        tried = report["new"]["e5_weights"]
+        assert set(tried) == {str(w) for w in E5_WEIGHTS}
+        best = max(tried.values(), key=lambda f: (f["mrr@10"], f["recall@5"]))
+        assert (report["new"]["mrr@10"], report["new"]["recall@5"]) == (best["mrr@10"], best["recall@5"])
+        kb = KnowledgeBase(settings, store=store)
+        weight = kb.embedder.kb_meta[E5_WEIGHT_KEY]  # type: ignore[attr-defined]
+        assert weight in E5_WEIGHTS
+        if 0 < weight < 1:
+            assert isinstance(kb.embedder, FusedEmbedder) and kb.embedder.general is e5
+        kb.index.build(store)
+        assert kb.retriever.search("怎么申请退货", k=3).hits[0].snippet_id.startswith("faq-returns")
+    finally:
+        store.close()

@@ -28,6 +28,8 @@ def _settings(url: str, root: Path, name: str = "a") -> KnowledgeSettings:
         index_dir=root / f"index-{name}",
         models_dir=root / f"models-{name}",
         embedding_model="",
+        # the static model's storage and switching, alone (e5 with it: tests/test_e5.py)
+        encoder="none",
         auto_tune_after=0,
         retrieval_explicit=frozenset(),
     )
