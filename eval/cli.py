@@ -71,6 +71,13 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--analyzer", help="BM25 tokens (default: KEFU_ANALYZER or wcb)")
+    p.add_argument(
+        "--vector-cache",
+        type=Path,
+        default=Path("var/eval/vectors.db"),
+        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
+    )
+    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
 
     p = es.add_parser(
@@ -87,6 +94,13 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tune", action="store_true", help="with --kb: do not run kefu kb tune first")
     p.add_argument("--threshold", type=float, help="average similarity from which groups merge")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--vector-cache",
+        type=Path,
+        default=Path("var/eval/vectors.db"),
+        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
+    )
+    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = es.add_parser("norms", help="check replies (JSONL) against the service norms")
@@ -144,6 +158,7 @@ def _learning_curve(args: argparse.Namespace) -> int:
         analyzer=args.analyzer or KnowledgeSettings().analyzer,
         tune_options=TuneOptions(seed=args.seed, show_progress=False),
         progress=lambda m: print(m, file=sys.stderr),
+        vector_cache=None if args.no_vector_cache else _cache_file(args.vector_cache),
     )
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
@@ -178,6 +193,7 @@ def _gaps(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         seed=args.seed,
         progress=lambda m: print(m, file=sys.stderr),
+        vector_cache=None if args.no_vector_cache or not args.kb else _cache_file(args.vector_cache),
     )
     if args.json:
         print(json.dumps(out, ensure_ascii=False))

@@ -11,15 +11,15 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from eval.retrieval import Query, _import, _settings, read_queries
+from eval.retrieval import Query, _import, _settings, _share_vectors, read_queries
 from knowledge.gaps import cluster, meaning_embedder
 from knowledge.io import read_snippets
-from knowledge.service import KnowledgeBase
+from knowledge.service import KnowledgeBase, general_encoder
 from knowledge.settings import KnowledgeSettings
+from knowledge.store import Store
 from knowledge.tune_cmd import TuneOptions, run_tune
 from knowledge.tuning import TuningError
 
@@ -65,10 +65,12 @@ def evaluate_gaps(
     threshold: float | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    vector_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Group the queries as gaps against ``kb_path`` loaded into a temporary store (tuned first, as
     ``kefu eval retrieval`` does, unless ``tune`` is off), or, without ``kb_path``, against the
-    configured deployment (its KB, model and index as served)."""
+    configured deployment (its KB, model and index as served). ``vector_cache``: a database file
+    keeping the general encoder's vectors between runs (as ``kefu eval retrieval``)."""
     say = progress or (lambda _m: None)
     queries = [q for q in read_queries(queries_path) if q.expected_ids]
     if kb_path is None:
@@ -82,23 +84,30 @@ def evaluate_gaps(
     with tempfile.TemporaryDirectory(prefix="kefu-gaps-") as tmp:
         root = Path(tmp)
         store = _import(root, snippets)
+        cache: Store | None = None
         try:
             settings = _settings(root, store, KnowledgeSettings().analyzer, None, frozenset())
+            general = general_encoder(settings)
+            texts = [t for s in snippets for _, t in s.texts()] + [q.query for q in queries]
+            if vector_cache and general is not None:
+                cache = Store(f"sqlite:///{vector_cache}")
+                _share_vectors(cache, store, general, texts)
             if tune:
                 say("tuning the KB model (kefu kb tune) in the temporary store")
+                opts = TuneOptions(seed=seed, show_progress=False, force=True)
                 try:
-                    run_tune(
-                        settings,
-                        replace(TuneOptions(seed=seed, show_progress=False), force=True),
-                        store=store,
-                        say=say,
-                    )
+                    run_tune(settings, opts, store=store, say=say)
                 except TuningError as e:
                     say(f"no tune: {e.message_en}")
             kb = KnowledgeBase(settings, store=store)
             say("building the indexes")
             kb.index.build(store)
             say(f"grouping {len(queries)} questions")
-            return _score(kb, queries, threshold)
+            out = _score(kb, queries, threshold)
+            if cache is not None and general is not None:
+                _share_vectors(store, cache, general, texts)
+            return out
         finally:
             store.close()
+            if cache is not None:
+                cache.close()

@@ -232,6 +232,7 @@ def learning_curve(
     analyzer: str = "wcb",
     tune_options: TuneOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    vector_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Simulated agent approvals: half of the queries (seeded) become accepted candidate similar
     questions of their expected snippet, as if agents had approved answers to them; the other half
@@ -241,7 +242,7 @@ def learning_curve(
     measured whether or not the tune's own held-out comparison would switch to it (``would_switch``),
     so that the curve shows what re-tuning does. Each stage is also split into the measured questions
     whose snippet received candidates (``seen``) and the rest (``unseen``): what was learnt, and what
-    it cost the other snippets."""
+    it cost the other snippets. ``vector_cache``: as for :func:`evaluate`."""
     say = progress or (lambda _m: None)
     snippets = read_snippets(kb_path)
     queries = read_queries(queries_path)
@@ -274,8 +275,14 @@ def learning_curve(
     with tempfile.TemporaryDirectory(prefix="kefu-curve-") as tmp:
         root = Path(tmp)
         store = _import(root, snippets)
+        general = cache = None
+        texts = [t for s in snippets for _, t in s.texts()] + [q.query for q in learn]
         try:
             settings = _settings(root, store, analyzer, None, frozenset())
+            general = general_encoder(settings)
+            if vector_cache and general is not None:
+                cache = Store(f"sqlite:///{vector_cache}")
+                out["vectors_from_cache"] = _share_vectors(cache, store, general, texts)
             say("tuning the KB model on the KB alone")
             out["tune_before"] = _tune_or_none(settings, replace(opts, force=True), store, say)
             kb = KnowledgeBase(settings, store=store)
@@ -297,8 +304,12 @@ def learning_curve(
             kb2 = KnowledgeBase(settings, store=store)
             kb2.index.build(store)
             out["after_tune"] = stage(kb2)
+            if cache is not None and general is not None:
+                _share_vectors(store, cache, general, texts)
         finally:
             store.close()
+            if cache is not None:
+                cache.close()
     return out
 
 

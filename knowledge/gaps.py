@@ -11,7 +11,7 @@ vectors are cached in the database like the index's): mostly *where the question
 knowledge base* (the cosine of their soft top-5 snippets in the dense index: two customers whose
 questions come closest to the same few snippets ask about the same thing, even in different
 words), plus a fifth of the questions' own cosine (rescaled from the embedder's unrelated-text
-level), so that questions near nothing in the KB still group by meaning. Without an embedder that
+level); a question near nothing in the KB (a real gap) groups by its own meaning alone. Without an embedder that
 knows Chinese, TF-IDF over the analyzer's tokens. Measured on bq-dev: docs/benchmarks.md,
 "Knowledge gaps: grouping by meaning" (``kefu eval gaps``).
 An editor turns a gap into a new snippet in one step (:func:`gap_to_snippet`); its questions are
@@ -55,6 +55,10 @@ NEIGHBOURS = 5
 NEIGHBOUR_TEMPERATURE = 0.02
 #: Share of the questions' own cosine in the similarity (the rest: their KB neighbourhoods).
 DIRECT_SHARE = 0.2
+#: A neighbourhood counts only for a question that is near something in the KB: not below this
+#: (rescaled) similarity of its closest text, fully from the second (e5: cosine 0.85 / 0.92; 95% of
+#: bq-dev's questions are above 0.93). Questions near nothing group by their own meaning alone.
+NEAR_FROM, NEAR_FULL = 0.4, 0.7
 MAX_EXAMPLES = 5
 #: The most recent open questions grouped (their similarity matrix is held in memory).
 MAX_QUESTIONS = 3000
@@ -176,9 +180,10 @@ def _tfidf_similarity(token_lists: list[list[str]]) -> np.ndarray:
     return np.asarray((m @ m.T).toarray(), dtype=np.float32)
 
 
-def _neighbourhoods(index: KnowledgeIndex, vectors: np.ndarray) -> np.ndarray:
+def _neighbourhoods(index: KnowledgeIndex, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each question's soft top-``NEIGHBOURS`` snippets in the dense index, as unit rows over the
-    snippets found (a sparse profile, dense here: a few thousand questions)."""
+    snippets found (a sparse profile, dense here: a few thousand questions), and the score of each
+    question's closest text."""
     rows: list[dict[str, float]] = []
     with index.lock:
         for v in vectors:
@@ -202,7 +207,8 @@ def _neighbourhoods(index: KnowledgeIndex, vectors: np.ndarray) -> np.ndarray:
             for sid, sc in r.items():
                 out[i, cols[sid]] = math.exp((sc - top) / NEIGHBOUR_TEMPERATURE)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.asarray(out / np.where(norms > 0, norms, 1), dtype=np.float32)
+    closest = np.array([max(r.values(), default=-1.0) for r in rows], dtype=np.float32)
+    return np.asarray(out / np.where(norms > 0, norms, 1), dtype=np.float32), closest
 
 
 def similarity(
@@ -223,8 +229,10 @@ def similarity(
     direct = np.clip((vecs @ vecs.T - floor) / (1 - floor), 0.0, 1.0)
     if index is None or index.embedder is not embedder or not index.dense.ntotal:
         return np.asarray(direct, dtype=np.float32)
-    near = _neighbourhoods(index, vecs)
-    return np.asarray((1 - DIRECT_SHARE) * (near @ near.T) + DIRECT_SHARE * direct, dtype=np.float32)
+    near, closest = _neighbourhoods(index, vecs)
+    placed = np.clip(((closest - floor) / (1 - floor) - NEAR_FROM) / (NEAR_FULL - NEAR_FROM), 0.0, 1.0)
+    share = (1 - DIRECT_SHARE) * np.minimum(placed[:, None], placed[None, :])
+    return np.asarray(share * (near @ near.T) + (1 - share) * direct, dtype=np.float32)
 
 
 def cluster(
