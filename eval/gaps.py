@@ -24,7 +24,7 @@ from knowledge.tune_cmd import TuneOptions, run_tune
 from knowledge.tuning import TuningError
 
 
-def pair_scores(groups: list[list[int]], labels: list[str]) -> dict[str, float]:
+def pair_scores(groups: list[list[int]], labels: list[str]) -> dict[str, Any]:
     """Pairwise precision / recall / F1 of ``groups`` against ``labels`` (same label: same group)."""
     true_pairs = sum(n * (n - 1) // 2 for n in Counter(labels).values())
     pred_pairs = sum(len(g) * (len(g) - 1) // 2 for g in groups)
