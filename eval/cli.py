@@ -50,13 +50,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="embedding model for --no-tune (default: KEFU_EMBEDDING_MODEL, else the KB default: "
         "KEFU_ENCODER, e5)",
     )
-    p.add_argument(
-        "--vector-cache",
-        type=Path,
-        default=Path("var/eval/vectors.db"),
-        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
-    )
-    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
+    _add_vector_cache(p)
     p.add_argument("--analyzer", help="BM25 tokens: c, cb, wc, wcb, w (default: KEFU_ANALYZER or wcb)")
     p.add_argument("--fusion", choices=("weighted", "rrf"))
     p.add_argument("--dense-weight", type=float)
@@ -71,13 +65,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--analyzer", help="BM25 tokens (default: KEFU_ANALYZER or wcb)")
-    p.add_argument(
-        "--vector-cache",
-        type=Path,
-        default=Path("var/eval/vectors.db"),
-        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
-    )
-    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
+    _add_vector_cache(p)
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
 
     p = es.add_parser(
@@ -94,13 +82,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tune", action="store_true", help="with --kb: do not run kefu kb tune first")
     p.add_argument("--threshold", type=float, help="average similarity from which groups merge")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--vector-cache",
-        type=Path,
-        default=Path("var/eval/vectors.db"),
-        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
-    )
-    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
+    _add_vector_cache(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = es.add_parser("norms", help="check replies (JSONL) against the service norms")
@@ -123,6 +105,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
     add_drafts_parser(es)
     add_transcripts_parser(es)
+
+
+def _add_vector_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vector-cache",
+        type=Path,
+        default=Path("var/eval/vectors.db"),
+        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
+    )
+    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
 
 
 def run_eval(args: argparse.Namespace) -> int:
