@@ -179,6 +179,11 @@ class E5Embedder:
         self.remember({key: vec})
         return vec
 
+    def warm_query(self, text: str) -> None:
+        """Encode ``text`` into the query cache now (the retriever calls it outside its index lock)."""
+        if self.query_cache_size:
+            self.encode_query(text)
+
     def warm(self, texts: list[str]) -> None:
         """Encode queries known in advance in one batch (the engine runs a batch a text per thread)."""
         todo = sorted({self._prepare(t) for t in texts} - set(self._queries))

@@ -71,6 +71,12 @@ class FusedEmbedder:
     def encode_query(self, text: str) -> np.ndarray:
         return self.combine([p.encode_query(text) for p, _ in self.parts])
 
+    def warm_query(self, text: str) -> None:
+        """Fill the general encoder's query cache (called outside the index lock)."""
+        warm = getattr(self.general, "warm_query", None)
+        if warm is not None:
+            warm(text)
+
     def coverage(self, text: str) -> float:
         return max(p.coverage(text) for p, _ in self.parts)
 

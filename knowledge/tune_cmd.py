@@ -50,7 +50,7 @@ from knowledge.tuning import (
 #: (fusion, dense weight, second-text weight, hubness weight).
 FUSION_GRID: tuple[tuple[str, float, float, float], ...] = tuple(
     (fusion, dw, second, hub)
-    for hub in (0.0, 0.5, 1.0)
+    for hub in (0.0, 0.5)
     for second in (0.0, 0.25)
     for fusion, dw in (
         ("weighted", 0.6),
@@ -63,9 +63,9 @@ FUSION_GRID: tuple[tuple[str, float, float, float], ...] = tuple(
 )
 #: Shares of e5 in its fusion with the new static model tried on the held-out questions (0: the
 #: static model alone). The best (MRR@10, then recall@5) is stored with the model.
-E5_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 0.85)
-#: The e5 share when nothing is held out to fit it (``--held-out 0``): the weight tunes chose on bq-dev.
-DEFAULT_E5_WEIGHT = 0.5
+E5_WEIGHTS = (0.0, 0.5, 0.7, 0.85, 0.95)
+#: The e5 share when nothing is held out to fit it (``--held-out 0``): what the tune chose on bq-dev.
+DEFAULT_E5_WEIGHT = 0.85
 #: Fewer held-out probes than this: keep the configured confidence thresholds.
 MIN_PROBES_FOR_THRESHOLDS = 30
 #: "high" is the lowest score from which the top hit was right this often on held-out questions.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,13 @@ from tests.conftest import snippet
 @pytest.fixture(scope="module")
 def e5() -> E5Embedder:
     return shared_e5()
+
+
+def _kb_store(tmp_path: Path, snippets: list[Snippet]) -> tuple[str, Store]:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(snippets, actor="t")
+    return url, store
 
 
 def test_e5_is_an_embedder_that_knows_chinese_meaning(e5: E5Embedder) -> None:
@@ -128,15 +136,13 @@ def test_fused_vectors_are_cached_part_by_part(tmp_path: Path) -> None:
 
 
 def test_kb_selects_e5_by_setting_and_caches_its_vectors(tmp_path: Path, e5: E5Embedder) -> None:
-    url = f"sqlite:///{tmp_path / 'kb.db'}"
-    store = Store(url)
-    store.import_snippets(
+    url, store = _kb_store(
+        tmp_path,
         [
             snippet("returns", "怎么申请退货", "七天无理由退货"),
             snippet("invoice", "可以开发票吗", "下单后可申请电子发票"),
             snippet("fee", "信用卡年费多少", "首年免年费"),
         ],
-        actor="t",
     )
     settings = KnowledgeSettings(
         database_url=url, index_dir=tmp_path / "index", models_dir=tmp_path / "m", embedding_model=E5_MODEL
@@ -191,11 +197,9 @@ def test_hub_texts_lose_their_dense_lead_and_keep_it_across_save(tmp_path: Path)
 
 def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5Embedder) -> None:
     """The usual first import of a FAQ has no similar questions: nothing to train, and that is fine."""
-    url = f"sqlite:///{tmp_path / 'kb.db'}"
-    store = Store(url)
-    store.import_snippets(
+    url, store = _kb_store(
+        tmp_path,
         [snippet("returns", "怎么申请退货", "七天无理由退货"), snippet("invoice", "可以开发票吗", "可以")],
-        actor="t",
     )
     settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
     try:
@@ -215,9 +219,7 @@ def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5
 def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
     tmp_path: Path, e5: E5Embedder, demo_snippets: list[Snippet]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'kb.db'}"
-    store = Store(url)
-    store.import_snippets(demo_snippets, actor="t")
+    url, store = _kb_store(tmp_path, demo_snippets)
     settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
     try:
         report = run_tune(
@@ -236,3 +238,37 @@ def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
         assert kb.retriever.search("怎么申请退货", k=3).hits[0].snippet_id.startswith("faq-returns")
     finally:
         store.close()
+
+
+class _Warmed(_OneHot):
+    """Records whether the index lock was free while the query was being encoded."""
+
+    def __init__(self, words: list[str], model_id: str) -> None:
+        super().__init__(words, model_id)
+        self.index: KnowledgeIndex | None = None
+        self.lock_free: list[bool] = []
+
+    def warm_query(self, text: str) -> None:
+        assert self.index is not None
+        lock = self.index.lock
+        got: list[bool] = []
+
+        def probe() -> None:
+            got.append(lock.acquire(timeout=2))
+            if got[0]:
+                lock.release()
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        self.lock_free.append(got[0])
+
+
+def test_the_query_is_encoded_before_the_index_lock_is_taken(tmp_path: Path) -> None:
+    """Other searches of the worker must not wait for a 15 ms encoder call."""
+    emb = _Warmed(["退", "票"], "warm")
+    index = KnowledgeIndex(emb, Analyzer("c"))
+    emb.index = index
+    index.build_from([snippet("a", "怎么退货"), snippet("b", "发票")])
+    HybridRetriever(index, RetrievalConfig(min_coverage=0.0)).search("退货", k=1)
+    assert emb.lock_free == [True]
