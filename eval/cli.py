@@ -50,13 +50,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="embedding model for --no-tune (default: KEFU_EMBEDDING_MODEL, else the KB default: "
         "KEFU_ENCODER, e5)",
     )
-    p.add_argument(
-        "--vector-cache",
-        type=Path,
-        default=Path("var/eval/vectors.db"),
-        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
-    )
-    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
+    _add_vector_cache(p)
     p.add_argument("--analyzer", help="BM25 tokens: c, cb, wc, wcb, w (default: KEFU_ANALYZER or wcb)")
     p.add_argument("--fusion", choices=("weighted", "rrf"))
     p.add_argument("--dense-weight", type=float)
@@ -71,7 +65,25 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--analyzer", help="BM25 tokens (default: KEFU_ANALYZER or wcb)")
+    _add_vector_cache(p)
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
+    p = es.add_parser(
+        "gaps",
+        help="group a queries file's questions as knowledge gaps; pairwise precision/recall/F1 against "
+        "their expected snippets",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--kb", type=Path, help="a KB file, loaded (and tuned) into a temporary store")
+    src.add_argument(
+        "--deployment", action="store_true", help="the configured deployment's KB, model and index"
+    )
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--no-tune", action="store_true", help="with --kb: do not run kefu kb tune first")
+    p.add_argument("--threshold", type=float, help="average similarity from which groups merge")
+    p.add_argument("--seed", type=int, default=0)
+    _add_vector_cache(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = es.add_parser("norms", help="check replies (JSONL) against the service norms")
     p.add_argument("file")
@@ -95,6 +107,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     add_transcripts_parser(es)
 
 
+def _add_vector_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vector-cache",
+        type=Path,
+        default=Path("var/eval/vectors.db"),
+        help="database file keeping the general encoder's vectors between runs (default %(default)s)",
+    )
+    p.add_argument("--no-vector-cache", action="store_true", help="encode every text again")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     if args.eval_cmd == "norms":
         from eval.norms import cli_main, jddc_main
@@ -112,6 +134,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return run_transcripts(args)
     if args.eval_cmd == "learning-curve":
         return _learning_curve(args)
+    if args.eval_cmd == "gaps":
+        return _gaps(args)
     return _retrieval(args)
 
 
@@ -126,22 +150,51 @@ def _learning_curve(args: argparse.Namespace) -> int:
         analyzer=args.analyzer or KnowledgeSettings().analyzer,
         tune_options=TuneOptions(seed=args.seed, show_progress=False),
         progress=lambda m: print(m, file=sys.stderr),
+        vector_cache=None if args.no_vector_cache else _cache_file(args.vector_cache),
     )
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
         return 0
-    print(f"learned from {out['accepted']} accepted candidates; measured on {out['test']} other queries")
-    print(f"{'stage':<34} recall@1 recall@5 recall@10  MRR@10")
+    print(
+        f"learned from {out['accepted']} accepted candidates; measured on {out['test']} other queries "
+        f"({out['test_seen']} whose snippet received candidates, {out['test_unseen']} whose did not)"
+    )
+    print(f"{'stage':<34} recall@1 recall@5 recall@10  MRR@10   recall@5 seen / unseen")
     for stage, label in (
         ("before", "before (KB tuned alone)"),
         ("after_accept", "after accepting (indexed at once)"),
         ("after_tune", "after re-tuning"),
     ):
         m = out[stage]
+        split = m["split"]
         print(
             f"{label:<34} {m['recall@1']:.4f}   {m['recall@5']:.4f}   {m['recall@10']:.4f}    {m['mrr@10']:.4f}"
+            f"   {split['seen']['recall@5']:.4f} / {split['unseen']['recall@5']:.4f}"
         )
-    print(f"re-tuned model switched: {out['tune_after']['switched']}")
+    print(f"the re-tune's own held-out comparison would switch to the re-tuned model: {out['would_switch']}")
+    return 0
+
+
+def _gaps(args: argparse.Namespace) -> int:
+    from eval.gaps import evaluate_gaps
+
+    out = evaluate_gaps(
+        args.queries,
+        kb_path=args.kb,
+        tune=not args.no_tune,
+        threshold=args.threshold,
+        seed=args.seed,
+        progress=lambda m: print(m, file=sys.stderr),
+        vector_cache=None if args.no_vector_cache or not args.kb else _cache_file(args.vector_cache),
+    )
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    print(f"similarity: {out['similarity']}")
+    print(
+        f"{out['questions']} questions ({out['true_pairs']} pairs with the same snippet) -> {out['groups']} groups"
+    )
+    print(f"pairwise precision {out['precision']:.4f}   recall {out['recall']:.4f}   F1 {out['f1']:.4f}")
     return 0
 
 

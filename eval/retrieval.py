@@ -32,6 +32,7 @@ from knowledge.service import KnowledgeBase, general_encoder
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store, writing
 from knowledge.tune_cmd import TuneOptions, run_tune
+from knowledge.tuning import TuningError
 
 
 @dataclass(frozen=True)
@@ -231,10 +232,17 @@ def learning_curve(
     analyzer: str = "wcb",
     tune_options: TuneOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    vector_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Simulated agent approvals: half of the queries (seeded) become accepted candidate similar
     questions of their expected snippet, as if agents had approved answers to them; the other half
-    is measured before, after the candidates are accepted (indexed at once), and after re-tuning."""
+    is measured before, after the candidates are accepted (indexed at once), and after re-tuning.
+
+    The measured half is never seen by a tune or accepted as a candidate. The re-tuned model is
+    measured whether or not the tune's own held-out comparison would switch to it (``would_switch``),
+    so that the curve shows what re-tuning does. Each stage is also split into the measured questions
+    whose snippet received candidates (``seen``) and the rest (``unseen``): what was learnt, and what
+    it cost the other snippets. ``vector_cache``: as for :func:`evaluate`."""
     say = progress or (lambda _m: None)
     snippets = read_snippets(kb_path)
     queries = read_queries(queries_path)
@@ -243,50 +251,104 @@ def learning_curve(
     half = len(order) // 2
     learn = [queries[i] for i in order[:half]]
     test = [queries[i] for i in order[half:]]
+    taught = {q.expected_ids[0] for q in learn if q.expected_ids}
+    seen = [q for q in test if taught.intersection(q.expected_ids)]
+    unseen = [q for q in test if not taught.intersection(q.expected_ids)]
     opts = tune_options or TuneOptions(show_progress=False, seed=seed)
-    out: dict[str, Any] = {"learn": len(learn), "test": len(test), "seed": seed}
+    out: dict[str, Any] = {
+        "learn": len(learn),
+        "test": len(test),
+        "test_seen": len(seen),
+        "test_unseen": len(unseen),
+        "seed": seed,
+    }
+
+    def stage(kb: KnowledgeBase) -> dict[str, Any]:
+        per_query, latencies = _run_queries(kb, test, 10)
+        seen_q = {q.query for q in seen}
+        split = {
+            part: _metrics([p for p in per_query if (p["query"] in seen_q) == (part == "seen")], [])
+            for part in ("seen", "unseen")
+        }
+        return {**_metrics(per_query, latencies), "split": split}
+
     with tempfile.TemporaryDirectory(prefix="kefu-curve-") as tmp:
         root = Path(tmp)
         store = _import(root, snippets)
+        general = cache = None
+        texts = [t for s in snippets for _, t in s.texts()] + [q.query for q in learn]
         try:
             settings = _settings(root, store, analyzer, None, frozenset())
+            general = general_encoder(settings)
+            if vector_cache and general is not None:
+                cache = Store(f"sqlite:///{vector_cache}")
+                out["vectors_from_cache"] = _share_vectors(cache, store, general, texts)
             say("tuning the KB model on the KB alone")
-            out["tune_before"] = run_tune(settings, replace(opts, force=True), store=store, say=say)
+            out["tune_before"] = _tune_or_none(settings, replace(opts, force=True), store, say)
             kb = KnowledgeBase(settings, store=store)
             kb.follows_model = False  # measured as it is; kb2 below loads the re-tuned model
             kb.index.build(store)
-            out["before"] = _metrics(*_run_queries(kb, test, 10))
+            out["before"] = stage(kb)
             say(f"accepting {len(learn)} candidate similar questions")
-            cands = kb.candidates()
-            at = datetime.now(UTC)
-            with writing(store.engine) as conn:
-                ids = [
-                    record_candidate(
-                        conn,
-                        snippet_id=q.expected_ids[0],
-                        text=q.query,
-                        suggestion_id=None,
-                        conversation_id=None,
-                        at=at,
-                    )
-                    for q in learn
-                    if q.expected_ids
-                ]
-            accepted = 0
-            for cid in ids:
-                if cid is not None:
-                    cands.accept(cid, actor="eval")
-                    accepted += 1
-            out["accepted"] = accepted
-            out["after_accept"] = _metrics(*_run_queries(kb, test, 10))
+            out["accepted"] = _accept_all(kb, learn)
+            out["after_accept"] = stage(kb)
             say("re-tuning with the accepted candidates")
-            out["tune_after"] = run_tune(settings, opts, store=store, say=say)
+            tuned = _tune_or_none(settings, replace(opts, force=True), store, say)
+            out["tune_after"] = tuned
+            out["would_switch"] = bool(
+                tuned
+                and "new" in tuned
+                and (tuned["new"]["mrr@10"], tuned["new"]["recall@5"])
+                > (tuned["current"]["mrr@10"], tuned["current"]["recall@5"])
+            )
             kb2 = KnowledgeBase(settings, store=store)
             kb2.index.build(store)
-            out["after_tune"] = _metrics(*_run_queries(kb2, test, 10))
+            out["after_tune"] = stage(kb2)
+            if cache is not None and general is not None:
+                _share_vectors(store, cache, general, texts)
         finally:
             store.close()
+            if cache is not None:
+                cache.close()
     return out
+
+
+def _tune_or_none(
+    settings: KnowledgeSettings, opts: TuneOptions, store: Store, say: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """``kefu kb tune`` in the curve's store; None when the KB has too few pairs to train on (the
+    general encoder and BM25 then search alone)."""
+    try:
+        return run_tune(settings, opts, store=store, say=say)
+    except TuningError as e:
+        say(f"no tune: {e.message_en}")
+        return None
+
+
+def _accept_all(kb: KnowledgeBase, learn: list[Query]) -> int:
+    """Record each learning query as a candidate of its expected snippet and accept it, as agents
+    approving and an editor reviewing would; returns how many were accepted."""
+    at = datetime.now(UTC)
+    with writing(kb.store.engine) as conn:
+        ids = [
+            record_candidate(
+                conn,
+                snippet_id=q.expected_ids[0],
+                text=q.query,
+                suggestion_id=None,
+                conversation_id=None,
+                at=at,
+            )
+            for q in learn
+            if q.expected_ids
+        ]
+    cands = kb.candidates()
+    accepted = 0
+    for cid in ids:
+        if cid is not None:
+            cands.accept(cid, actor="eval")
+            accepted += 1
+    return accepted
 
 
 def _metrics(per_query: list[dict[str, Any]], latencies: list[float]) -> dict[str, float]:

@@ -580,11 +580,13 @@ def _candidates(settings: KnowledgeSettings, args: argparse.Namespace) -> int:
 
 
 def _gaps(settings: KnowledgeSettings, args: argparse.Namespace) -> int:
-    from knowledge.gaps import find_gaps, kb_embedder
+    from knowledge.gaps import find_gaps, meaning_embedder
 
     kb = KnowledgeBase(settings)
     try:
-        gaps = find_gaps(kb.store, kb.analyzer, kb_embedder(kb.embedder), days=args.days, limit=args.limit)
+        kb.open_index()  # where the questions land in the KB groups them (knowledge/gaps.py)
+        embedder = meaning_embedder(kb.embedder)
+        gaps = find_gaps(kb.store, kb.analyzer, embedder, days=args.days, limit=args.limit, index=kb.index)
         if args.json:
             _print_json({"items": [g.to_dict() for g in gaps]})
             return 0

@@ -14,7 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from knowledge.errors import ValidationError
-from knowledge.gaps import find_gaps, gap_to_snippet, kb_embedder
+from knowledge.gaps import find_gaps, gap_to_snippet, meaning_embedder
 from knowledge.service import KnowledgeBase
 from suggest.auth import EDITORS, allow
 from suggest.http import caller
@@ -94,8 +94,10 @@ class LearningController(Controller):
         limit: FromQuery[int] = 20,
         days: FromQuery[float] = 30,
     ) -> dict[str, Any]:
-        """Escalated and low-confidence questions grouped by similarity, biggest first."""
-        gaps = find_gaps(kb.store, kb.analyzer, kb_embedder(kb.embedder), days=days, limit=limit)
+        """Escalated and low-confidence questions grouped by meaning, biggest first."""
+        gaps = find_gaps(
+            kb.store, kb.analyzer, meaning_embedder(kb.embedder), days=days, limit=limit, index=kb.index
+        )
         return {"items": [g.to_dict() for g in gaps]}
 
     @post("/gaps/{gap_id:str}/snippet", sync_to_thread=True, guards=[allow(*EDITORS)])
@@ -112,10 +114,11 @@ class LearningController(Controller):
         s = gap_to_snippet(
             kb.store,
             kb.analyzer,
-            kb_embedder(kb.embedder),
+            meaning_embedder(kb.embedder),
             gap_id,
             data,
             actor=f"key:{caller(request)}",
             days=days,
+            index=kb.index,
         )
         return Response(s.to_dict(), status_code=201, headers={"ETag": f'"v{s.version}"'})
