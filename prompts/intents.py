@@ -34,15 +34,17 @@ import tomllib
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import opencc
 
 from prompts.errors import NormsFileError, NormsProblem
+from prompts.intent_model import Encoder, LabelledText, SemanticModel, cached_vectors, fit_logistic
 from prompts.textnorm import normalize
 
 INTENTS = (
@@ -62,7 +64,7 @@ PACKAGED_INTENT_LANGUAGES: tuple[str, ...] = ("zh",)
 # which loses the phrase (瞭解 after a full-width comma stays 瞭解).
 _TW2SP = opencc.OpenCC("tw2sp")
 
-_TOP_KEYS = ("language", "default", "order", "classifier", "intents", "focus")
+_TOP_KEYS = ("language", "default", "order", "ignore", "classifier", "intents", "focus")
 _INTENT_KEYS = ("weight", "terms", "patterns", "examples")
 _FOCUS_KEYS = ("ask", "prefer")
 
@@ -87,6 +89,10 @@ class ClassifierSettings:
     default_score: float = 0.3
     #: softmax sharpness turning scores into a confidence
     sharpness: float = 4.0
+    #: weight of the semantic classifier's probability (used only when an encoder is given)
+    semantic_weight: float = 1.5
+    #: inverse L2 regularisation of the semantic classifier's logistic regression
+    semantic_c: float = 16.0
 
 
 _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
@@ -96,6 +102,8 @@ _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
     "full_strength": (float, 0.01, 1.0),
     "default_score": (float, 0.0, 1.0),
     "sharpness": (float, 0.1, 50.0),
+    "semantic_weight": (float, 0.0, 10.0),
+    "semantic_c": (float, 0.01, 1000.0),
 }
 
 
@@ -147,6 +155,8 @@ class IntentResult:
     #: neighbour score of each intent among the nearest examples
     neighbour_scores: dict[str, float]
     neighbours: tuple[Neighbour, ...]
+    #: the semantic classifier's probability of each intent (empty without an encoder)
+    semantic_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def rule_hits(self) -> tuple[str, ...]:
@@ -271,6 +281,20 @@ class ExampleIndex:
 
 
 @dataclass(frozen=True)
+class SemanticIntents:
+    """The encoder and the logistic regression fitted on its vectors of the labelled messages."""
+
+    encode: Encoder
+    model: SemanticModel
+    #: how many labelled messages it learnt from, per source (the intents file, each labelled set)
+    sources: dict[str, int]
+
+    def probabilities(self, matching_form: str) -> dict[str, float]:
+        p = self.model.probabilities(np.asarray(self.encode([matching_form])))[0]
+        return {label: float(v) for label, v in zip(self.model.labels, p, strict=True)}
+
+
+@dataclass(frozen=True)
 class IntentRules:
     language: str
     default: str
@@ -279,6 +303,10 @@ class IntentRules:
     focus: tuple[Focus, ...] = ()
     examples: tuple[Example, ...] = ()
     settings: ClassifierSettings = field(default_factory=ClassifierSettings)
+    #: parts of a message removed before matching (order cards the chat widget pastes, ...)
+    ignore: tuple[re.Pattern[str], ...] = ()
+    #: the semantic classifier (``with_encoder``); without it, rules and TF-IDF neighbours alone
+    semantic: SemanticIntents | None = field(default=None, compare=False)
     index: ExampleIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -287,6 +315,40 @@ class IntentRules:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(self.rules)
+
+    def matching_form(self, text: str) -> str:
+        """``fold(text)`` without the ``ignore`` parts: what rules, examples and the encoder see."""
+        folded = fold(text)
+        stripped = folded
+        for p in self.ignore:
+            stripped = p.sub(" ", stripped)
+        # a message that is nothing but ignored parts keeps them: better than classifying nothing
+        return folded if stripped == folded or not stripped.strip() else " ".join(stripped.split())
+
+    def with_encoder(
+        self,
+        encode: Encoder,
+        extra: Sequence[LabelledText] = (),
+        *,
+        encoder_id: str = "",
+        cache_dir: str | Path | None = None,
+    ) -> IntentRules:
+        """These rules plus a semantic classifier over ``encode`` vectors of the examples and ``extra``.
+
+        The vectors of the examples are computed here, once (or read from ``cache_dir`` when
+        ``encoder_id`` encoded the same texts before); each classification then encodes one message.
+        """
+        known = set(self.order)
+        learnt = [LabelledText(e.text, e.label, "toml") for e in self.examples]
+        learnt += [m for m in extra if m.label in known]
+        texts = [self.matching_form(m.text) for m in learnt]
+        vectors = cached_vectors(texts, encode, encoder_id, cache_dir)
+        model = fit_logistic(vectors, [m.label for m in learnt], self.order, c=self.settings.semantic_c)
+        sources = dict(Counter(m.source for m in learnt))
+        return replace(self, semantic=SemanticIntents(encode, model, sources))
+
+    def without_encoder(self) -> IntentRules:
+        return replace(self, semantic=None)
 
     def focus_terms(self, text: str) -> tuple[str, ...]:
         """Words an answer sentence should contain to answer what the customer asks (price, time, ...)."""
@@ -304,7 +366,7 @@ class IntentRules:
 
     def explain(self, text: str, *, leave_out: bool = False) -> IntentResult:
         """The classification with its evidence; ``leave_out`` ignores an example equal to ``text``."""
-        folded = fold(text)
+        folded = self.matching_form(text)
         s = self.settings
         rule_scores = {label: sc for label in self.order if (sc := self.rules[label].score(folded)) > 0}
         neighbours = self.index.neighbours(folded, s.k, s.min_similarity, leave_out=leave_out)
@@ -315,8 +377,11 @@ class IntentRules:
             for n in neighbours:
                 label = n.example.label
                 neighbour_scores[label] = neighbour_scores.get(label, 0.0) + n.similarity / total * strength
+        semantic_scores = self.semantic.probabilities(folded) if self.semantic is not None else {}
         scores = {
-            label: rule_scores.get(label, 0.0) + s.neighbour_weight * neighbour_scores.get(label, 0.0)
+            label: rule_scores.get(label, 0.0)
+            + s.neighbour_weight * neighbour_scores.get(label, 0.0)
+            + s.semantic_weight * semantic_scores.get(label, 0.0)
             for label in self.order
         }
         scores[self.default] = max(scores[self.default], s.default_score)
@@ -331,6 +396,7 @@ class IntentRules:
             rule_scores={k: round(v, 4) for k, v in rule_scores.items()},
             neighbour_scores={k: round(v, 4) for k, v in neighbour_scores.items()},
             neighbours=tuple(neighbours),
+            semantic_scores={k: round(v, 4) for k, v in semantic_scores.items() if v >= 0.0001},
         )
 
 
@@ -526,6 +592,20 @@ def loads_intents(text: str, *, source: str = "<string>") -> IntentRules:
             )
         )
     settings = _load_classifier(data.get("classifier"), problems)
+    ignore: list[re.Pattern[str]] = []
+    ignore_raw = data.get("ignore", [])
+    if not isinstance(ignore_raw, list):
+        problems.append(_problem("ignore", "ignore 必须是正则表达式列表", "ignore must be a list of regexes"))
+        ignore_raw = []
+    for i, p in enumerate(ignore_raw):
+        try:
+            if not isinstance(p, str) or not p:
+                raise re.error("ignore patterns must be non-empty strings")
+            ignore.append(re.compile(p))
+        except re.error as e:
+            problems.append(
+                _problem(f"ignore[{i}]", f"正则表达式无效：{e}", f"invalid regular expression: {e}")
+            )
     focus: list[Focus] = []
     focus_raw = data.get("focus", [])
     if not isinstance(focus_raw, list):
@@ -559,6 +639,7 @@ def loads_intents(text: str, *, source: str = "<string>") -> IntentRules:
         tuple(focus),
         tuple(examples),
         settings,
+        tuple(ignore),
     )
 
 
