@@ -180,6 +180,26 @@ class DenseIndex:
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
 
+def embed_cached(
+    embedder: Embedder, store: Store | None, texts: list[str], progress: bool = False
+) -> tuple[np.ndarray, int]:
+    """Vectors of ``texts`` by ``embedder``, taken from the store's embedding cache where present and
+    added to it otherwise; also how many were newly embedded."""
+    keys = [embedder.input_key(t) for t in texts]
+    cached = store.cached_vectors(embedder.model_id, keys) if store else {}
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    fresh: dict[str, np.ndarray] = {}
+    if missing:
+        vecs = embedder.encode_documents([texts[i] for i in missing], show_progress=progress)
+        fresh = {keys[i]: v for i, v in zip(missing, vecs, strict=True)}
+        if store:
+            store.store_vectors(embedder.model_id, fresh)
+    vectors = {**cached, **fresh}
+    if not keys:
+        return np.zeros((0, embedder.dim), dtype=np.float32), 0
+    return np.stack([vectors[k] for k in keys]).astype(np.float32), len(missing)
+
+
 def sorted_union(*parts: np.ndarray) -> np.ndarray:
     """The union of int arrays, sorted, as int64 (np.union1d hashes, which costs more on a few
     thousand ids; a boolean mask over every row costs a pass over the whole index)."""
@@ -565,21 +585,19 @@ class KnowledgeIndex:
         return out
 
     def _embed(self, store: Store | None, texts: list[IndexedText], progress: bool) -> np.ndarray:
-        """Vectors for ``texts``, from the store's cache where the model already embedded them."""
+        """Vectors for ``texts``, from the store's cache where the model already embedded them.
+
+        A fused embedder (``encoders.FusedEmbedder``) is cached part by part: a new tune of the KB
+        model re-embeds nothing with the general encoder."""
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        keys = [self.embedder.input_key(t.text) for t in texts]
-        cached = store.cached_vectors(self.embedder.model_id, keys) if store else {}
-        missing = [i for i, k in enumerate(keys) if k not in cached]
-        fresh: dict[str, np.ndarray] = {}
-        if missing:
-            vecs = self.embedder.encode_documents([texts[i].text for i in missing], show_progress=progress)
-            fresh = {keys[i]: v for i, v in zip(missing, vecs, strict=True)}
-            if store:
-                store.store_vectors(self.embedder.model_id, fresh)
-        self.embedded_last = len(missing)
-        vectors = {**cached, **fresh}
-        return np.stack([vectors[k] for k in keys]).astype(np.float32)
+        parts = getattr(self.embedder, "parts", None)
+        if parts:
+            counted = [embed_cached(p, store, [t.text for t in texts], progress) for p, _ in parts]
+            self.embedded_last = max(n for _, n in counted)
+            return np.asarray(self.embedder.combine([v for v, _ in counted]), dtype=np.float32)  # type: ignore[attr-defined]
+        vectors, self.embedded_last = embed_cached(self.embedder, store, [t.text for t in texts], progress)
+        return vectors
 
     def build(self, store: Store, *, progress: bool = False) -> None:
         """Index every snippet of the store from scratch (reusing cached vectors)."""

