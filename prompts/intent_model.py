@@ -93,19 +93,25 @@ def read_labelled_turns(
     return out
 
 
-def default_example_files() -> tuple[list[LabelledText], list[str]]:
+def default_example_files(*, exclude: Sequence[str | Path] = ()) -> tuple[list[LabelledText], list[str]]:
     """The labelled messages the service learns from besides the intents file, and notes on what was skipped.
 
     Each source is optional: a checkout without ``eval/data`` or without ``../shared/data`` still
-    classifies, from what is there (at least the intents file's own examples).
+    classifies, from what is there (at least the intents file's own examples). ``exclude``: files not
+    to learn from (the set being measured).
     """
     examples: list[LabelledText] = []
     notes: list[str] = []
-    if HANDWRITTEN_SET.is_file():
+    skip = {Path(p).resolve() for p in exclude}
+    if HANDWRITTEN_SET in skip:
+        notes.append(f"{HANDWRITTEN_SET.name} excluded: it is being measured")
+    elif HANDWRITTEN_SET.is_file():
         examples.extend(read_labelled_messages(HANDWRITTEN_SET))
     else:
         notes.append(f"{HANDWRITTEN_SET} not found: not learnt from")
-    if JDDC_LABELS.is_file() and JDDC_DIALOGUES.is_file():
+    if JDDC_LABELS in skip:
+        notes.append(f"{JDDC_LABELS.name} excluded: it is being measured")
+    elif JDDC_LABELS.is_file() and JDDC_DIALOGUES.is_file():
         examples.extend(m for _, _, m in read_labelled_turns(JDDC_LABELS, JDDC_DIALOGUES, ("tune",)))
     else:
         notes.append(f"{JDDC_DIALOGUES} not found: the real JD.com messages are not learnt from")

@@ -28,12 +28,13 @@ file is written in simplified Chinese. This module imports nothing from ``knowle
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import re
 import tomllib
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
@@ -44,7 +45,14 @@ import numpy as np
 import opencc
 
 from prompts.errors import NormsFileError, NormsProblem
-from prompts.intent_model import Encoder, LabelledText, SemanticModel, cached_vectors, fit_logistic
+from prompts.intent_model import (
+    Encoder,
+    LabelledText,
+    SemanticModel,
+    cached_vectors,
+    default_example_files,
+    fit_logistic,
+)
 from prompts.textnorm import normalize
 
 INTENTS = (
@@ -63,6 +71,7 @@ PACKAGED_INTENT_LANGUAGES: tuple[str, ...] = ("zh",)
 # 用著 -> 用着). ``normalize`` alone folds character by character whenever a character changes width,
 # which loses the phrase (瞭解 after a full-width comma stays 瞭解).
 _TW2SP = opencc.OpenCC("tw2sp")
+log = logging.getLogger(__name__)
 
 _TOP_KEYS = ("language", "default", "order", "ignore", "classifier", "intents", "focus")
 _INTENT_KEYS = ("weight", "terms", "patterns", "examples")
@@ -288,9 +297,12 @@ class SemanticIntents:
     model: SemanticModel
     #: how many labelled messages it learnt from, per source (the intents file, each labelled set)
     sources: dict[str, int]
+    #: the vector of one message, e.g. through the encoder's query cache that retrieval fills too
+    encode_one: Callable[[str], np.ndarray] | None = None
 
-    def probabilities(self, matching_form: str) -> dict[str, float]:
-        p = self.model.probabilities(np.asarray(self.encode([matching_form])))[0]
+    def probabilities(self, text: str) -> dict[str, float]:
+        vec = self.encode_one(text) if self.encode_one is not None else self.encode([text])[0]
+        p = self.model.probabilities(np.asarray(vec).reshape(1, -1))[0]
         return {label: float(v) for label, v in zip(self.model.labels, p, strict=True)}
 
 
@@ -325,27 +337,35 @@ class IntentRules:
         # a message that is nothing but ignored parts keeps them: better than classifying nothing
         return folded if stripped == folded or not stripped.strip() else " ".join(stripped.split())
 
+    def semantic_form(self, text: str) -> str:
+        """What the encoder reads: the message as written (so retrieval's vector of it is reused),
+        or its matching form when ``ignore`` removed something (an order card says nothing)."""
+        form = self.matching_form(text)
+        return text.strip() or text if form == fold(text) else form
+
     def with_encoder(
         self,
         encode: Encoder,
         extra: Sequence[LabelledText] = (),
         *,
+        encode_one: Callable[[str], np.ndarray] | None = None,
         encoder_id: str = "",
         cache_dir: str | Path | None = None,
     ) -> IntentRules:
         """These rules plus a semantic classifier over ``encode`` vectors of the examples and ``extra``.
 
         The vectors of the examples are computed here, once (or read from ``cache_dir`` when
-        ``encoder_id`` encoded the same texts before); each classification then encodes one message.
+        ``encoder_id`` encoded the same texts before); each classification then encodes one message
+        (with ``encode_one`` when given: an encoder's cached single-query path).
         """
         known = set(self.order)
         learnt = [LabelledText(e.text, e.label, "toml") for e in self.examples]
         learnt += [m for m in extra if m.label in known]
-        texts = [self.matching_form(m.text) for m in learnt]
+        texts = [self.semantic_form(m.text) for m in learnt]
         vectors = cached_vectors(texts, encode, encoder_id, cache_dir)
         model = fit_logistic(vectors, [m.label for m in learnt], self.order, c=self.settings.semantic_c)
         sources = dict(Counter(m.source for m in learnt))
-        return replace(self, semantic=SemanticIntents(encode, model, sources))
+        return replace(self, semantic=SemanticIntents(encode, model, sources, encode_one))
 
     def without_encoder(self) -> IntentRules:
         return replace(self, semantic=None)
@@ -377,7 +397,7 @@ class IntentRules:
             for n in neighbours:
                 label = n.example.label
                 neighbour_scores[label] = neighbour_scores.get(label, 0.0) + n.similarity / total * strength
-        semantic_scores = self.semantic.probabilities(folded) if self.semantic is not None else {}
+        semantic_scores = self.semantic.probabilities(self.semantic_form(text)) if self.semantic else {}
         scores = {
             label: rule_scores.get(label, 0.0)
             + s.neighbour_weight * neighbour_scores.get(label, 0.0)
@@ -398,6 +418,37 @@ class IntentRules:
             neighbours=tuple(neighbours),
             semantic_scores={k: round(v, 4) for k, v in semantic_scores.items() if v >= 0.0001},
         )
+
+
+_SEMANTIC: dict[tuple[int, str, str, tuple[str, ...]], IntentRules] = {}
+
+
+def semantic_intents(
+    rules: IntentRules,
+    encode: Encoder,
+    *,
+    encode_one: Callable[[str], np.ndarray] | None = None,
+    encoder_id: str = "",
+    cache_dir: str | Path | None = None,
+    exclude: Sequence[str | Path] = (),
+) -> IntentRules:
+    """``rules`` with the semantic classifier learnt from their examples and ``default_example_files``.
+
+    Built once per process for the same rules, encoder and exclusions (an app made twice, the
+    evaluation of several sets): fitting reads the labelled files and encodes or loads their vectors.
+    """
+    key = (id(rules), encoder_id, str(cache_dir or ""), tuple(sorted(str(p) for p in exclude)))
+    hit = _SEMANTIC.get(key)
+    if hit is not None and hit.semantic is not None and hit.semantic.encode is encode:
+        return hit
+    extra, notes = default_example_files(exclude=exclude)
+    for note in notes:
+        log.info("intents: %s", note)
+    built = rules.with_encoder(
+        encode, extra, encode_one=encode_one, encoder_id=encoder_id, cache_dir=cache_dir
+    )
+    _SEMANTIC[key] = built
+    return built
 
 
 # -- the strict loader ---------------------------------------------------------------------------
