@@ -425,7 +425,7 @@ def cli_main(
     try:
         # the JDDC test half is measured by a classifier that learnt from the tuning half (never the test
         # half); the tuning half itself by one that did not learn from it
-        exclude = [] if jddc == "test" else None
+        exclude: list[str] | None = [] if jddc == "test" else None
         report = evaluate_intents(shown, semantic=not rules_only, cases=cases, exclude=exclude)
     except InputProblems as exc:
         for line_no, message in exc.problems:

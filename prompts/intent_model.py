@@ -120,24 +120,34 @@ def default_example_files(*, exclude: Sequence[str | Path] = ()) -> tuple[list[L
 
 # -- vectors -------------------------------------------------------------------------------------
 
+#: vectors already computed in this process, by cache key (apps made again in one process)
+_MEMO: dict[str, np.ndarray] = {}
+
 
 def cached_vectors(
     texts: Sequence[str], encode: Encoder, encoder_id: str, cache_dir: str | Path | None
 ) -> np.ndarray:
-    """``encode(texts)``, read from ``cache_dir`` when the same encoder already encoded the same texts."""
+    """``encode(texts)``, remembered in this process and stored in ``cache_dir`` under a key of
+    ``encoder_id`` and the texts (nothing is remembered without an ``encoder_id``)."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     key = hashlib.sha256("\x00".join([encoder_id, *texts]).encode("utf-8")).hexdigest()[:32]
     path = Path(cache_dir) / f"intent-examples-{key}.npy" if cache_dir and encoder_id else None
-    if path is not None and path.is_file():
+    vectors = _MEMO.get(key) if encoder_id else None
+    stored = vectors is not None and (path is None or path.is_file())
+    if vectors is None and path is not None and path.is_file():
         try:
             vectors = np.load(path)
-            if vectors.shape[0] == len(texts):
-                return vectors
+            stored = vectors.shape[0] == len(texts)
         except (OSError, ValueError) as e:  # a damaged cache is recomputed, never trusted
             log.warning("intent example vectors %s unreadable (%s): encoding again", path, e)
-    vectors = np.asarray(encode(list(texts)), dtype=np.float32)
-    if path is not None:
+        if not stored:
+            vectors = None
+    if vectors is None:
+        vectors = np.asarray(encode(list(texts)), dtype=np.float32)
+    if encoder_id:
+        _MEMO[key] = vectors
+    if path is not None and not stored:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # written aside and renamed: two workers starting together never read half a file

@@ -99,7 +99,7 @@ class ClassifierSettings:
     #: softmax sharpness turning scores into a confidence
     sharpness: float = 4.0
     #: weight of the semantic classifier's probability (used only when an encoder is given)
-    semantic_weight: float = 1.5
+    semantic_weight: float = 1.0
     #: inverse L2 regularisation of the semantic classifier's logistic regression
     semantic_c: float = 16.0
 
@@ -420,7 +420,7 @@ class IntentRules:
         )
 
 
-_SEMANTIC: dict[tuple[int, str, str, tuple[str, ...]], IntentRules] = {}
+_SEMANTIC: dict[tuple[int, str, tuple[str, ...]], IntentRules] = {}
 
 
 def semantic_intents(
@@ -437,7 +437,7 @@ def semantic_intents(
     Built once per process for the same rules, encoder and exclusions (an app made twice, the
     evaluation of several sets): fitting reads the labelled files and encodes or loads their vectors.
     """
-    key = (id(rules), encoder_id, str(cache_dir or ""), tuple(sorted(str(p) for p in exclude)))
+    key = (id(rules), encoder_id, tuple(sorted(str(p) for p in exclude)))
     hit = _SEMANTIC.get(key)
     if hit is not None and hit.semantic is not None and hit.semantic.encode is encode:
         return hit
