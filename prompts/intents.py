@@ -479,6 +479,21 @@ def _string_list(value: Any, *, allow_empty: bool = True) -> bool:
     )
 
 
+def _compile_patterns(raw: list[Any], key: str, problems: list[NormsProblem]) -> list[re.Pattern[str]]:
+    """Each regex of ``raw`` compiled; a bad one is reported as ``key[i]`` and left out."""
+    compiled = []
+    for i, p in enumerate(raw):
+        try:
+            if not isinstance(p, str) or not p:
+                raise re.error("patterns must be non-empty strings")
+            compiled.append(re.compile(p))
+        except re.error as e:
+            problems.append(
+                _problem(f"{key}[{i}]", f"正则表达式无效：{e}", f"invalid regular expression: {e}")
+            )
+    return compiled
+
+
 def _load_classifier(spec: Any, problems: list[NormsProblem]) -> ClassifierSettings:
     if spec is None:
         return ClassifierSettings()
@@ -536,22 +551,14 @@ def _load_intent(
         ok = False
         terms = []
     pats = spec.get("patterns", [])
-    compiled = []
     if not isinstance(pats, list):
         problems.append(
             _problem(f"{key}.patterns", "patterns 必须是正则表达式列表", "patterns must be a list of regexes")
         )
         ok, pats = False, []
-    for i, p in enumerate(pats):
-        try:
-            if not isinstance(p, str) or not p:
-                raise re.error("patterns must be non-empty strings")
-            compiled.append(re.compile(p))
-        except re.error as e:
-            problems.append(
-                _problem(f"{key}.patterns[{i}]", f"正则表达式无效：{e}", f"invalid regular expression: {e}")
-            )
-            ok = False
+    before = len(problems)
+    compiled = _compile_patterns(pats, f"{key}.patterns", problems)
+    ok = ok and len(problems) == before
     examples: list[Example] = []
     raw = spec.get("examples", [])
     if not isinstance(raw, list):
@@ -643,20 +650,11 @@ def loads_intents(text: str, *, source: str = "<string>") -> IntentRules:
             )
         )
     settings = _load_classifier(data.get("classifier"), problems)
-    ignore: list[re.Pattern[str]] = []
     ignore_raw = data.get("ignore", [])
     if not isinstance(ignore_raw, list):
         problems.append(_problem("ignore", "ignore 必须是正则表达式列表", "ignore must be a list of regexes"))
         ignore_raw = []
-    for i, p in enumerate(ignore_raw):
-        try:
-            if not isinstance(p, str) or not p:
-                raise re.error("ignore patterns must be non-empty strings")
-            ignore.append(re.compile(p))
-        except re.error as e:
-            problems.append(
-                _problem(f"ignore[{i}]", f"正则表达式无效：{e}", f"invalid regular expression: {e}")
-            )
+    ignore = _compile_patterns(ignore_raw, "ignore", problems)
     focus: list[Focus] = []
     focus_raw = data.get("focus", [])
     if not isinstance(focus_raw, list):
