@@ -102,6 +102,9 @@ class ClassifierSettings:
     semantic_weight: float = 1.0
     #: inverse L2 regularisation of the semantic classifier's logistic regression
     semantic_c: float = 16.0
+    #: a semantic probability counts only above this (rescaled to 0..1): an off-topic message, whose
+    #: probabilities are spread thin, stays at the default intent and can be escalated
+    semantic_floor: float = 0.0
 
 
 _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
@@ -113,6 +116,7 @@ _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
     "sharpness": (float, 0.1, 50.0),
     "semantic_weight": (float, 0.0, 10.0),
     "semantic_c": (float, 0.01, 1000.0),
+    "semantic_floor": (float, 0.0, 0.99),
 }
 
 
@@ -401,7 +405,9 @@ class IntentRules:
         scores = {
             label: rule_scores.get(label, 0.0)
             + s.neighbour_weight * neighbour_scores.get(label, 0.0)
-            + s.semantic_weight * semantic_scores.get(label, 0.0)
+            + s.semantic_weight
+            * max(0.0, semantic_scores.get(label, 0.0) - s.semantic_floor)
+            / (1.0 - s.semantic_floor)
             for label in self.order
         }
         scores[self.default] = max(scores[self.default], s.default_score)
