@@ -5,17 +5,21 @@
     intents.classify("請問怎麼申請退貨？")         # -> ("after_sales", 0.903)
     intents.explain("我要投诉").rule_hits         # why: rule hits, nearest examples, every score
 
-Two kinds of evidence, both written by an operator in the TOML file, none learned or downloaded:
+Two kinds of evidence written by an operator in the TOML file, and one learnt at start-up:
 
 * rules: for each intent, plain ``terms`` and regular ``patterns``; a rule that matches scores its
   ``weight`` (a little more for several matches);
 * examples: labelled customer messages. A message is compared with every example by cosine
   similarity of TF-IDF vectors over characters and character pairs (words for Latin script), and its
   ``k`` nearest examples vote, each with its similarity. The vote share of an intent, scaled down
-  when even the nearest example is not similar (``full_strength``), is its neighbour score.
+  when even the nearest example is not similar (``full_strength``), is its neighbour score;
+* meaning (``with_encoder`` / ``semantic_intents``, when the caller injects a sentence encoder): a
+  logistic regression over the vectors of the examples and of labelled real messages
+  (``prompts/intent_model.py``); its probability above ``semantic_floor`` counts ``semantic_weight``.
 
-An intent's score is its rule score plus ``neighbour_weight`` times its neighbour score; the default
-intent scores at least ``default_score``, so weak evidence leaves a message at the default. The
+An intent's score is its rule score plus ``neighbour_weight`` times its neighbour score (plus the
+semantic part); the default intent scores at least ``default_score``, so weak evidence leaves a
+message at the default. The
 confidence is the softmax (``sharpness``) of the scores: high when a rule and the neighbours agree,
 middling when only one of them speaks, low when they disagree or when nothing matches.
 
