@@ -102,6 +102,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", nargs="?", help="labelled messages (default: eval/data/intents_zh.jsonl)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--jddc",
+        choices=("test", "tune"),
+        help="measure a half of the labelled real JD.com messages (FILE: their labels, default "
+        "eval/data/intents_jddc.jsonl; the text is read from ../shared/data)",
+    )
+    p.add_argument("--dialogues", help="with --jddc: the dialogues (default ../shared/data/jddc-sample)")
+    p.add_argument(
+        "--rules-only", action="store_true", help="without the semantic classifier (rules and examples only)"
+    )
 
     add_drafts_parser(es)
     add_transcripts_parser(es)
@@ -127,7 +137,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.eval_cmd == "intents":
         from eval.intents import cli_main as intents_main
 
-        return intents_main(args.file, args.json)
+        return intents_main(
+            args.file, args.json, jddc=args.jddc, dialogues=args.dialogues, rules_only=args.rules_only
+        )
     if args.eval_cmd == "drafts":
         return run_drafts(args)
     if args.eval_cmd == "transcripts":

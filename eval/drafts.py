@@ -342,12 +342,13 @@ def environment(
         )
     kb_file = kb_path or DEMO_KB
     snippets = read_snippets(kb_file)
+    from eval.intents import semantic_for_eval
     from prompts import load_norms
     from prompts.intents import default_intents, load_intents
 
     norms = load_norms(settings.norms.norms)
     src = settings.norms.intents
-    intents = default_intents(src) if src in ("zh", "en") else load_intents(src)
+    intents = semantic_for_eval(default_intents(src) if src in ("zh", "en") else load_intents(src))
     with tempfile.TemporaryDirectory(prefix="kefu-eval-drafts-") as tmp:
         root = Path(tmp)
         store = Store(f"sqlite:///{root / 'kefu.db'}")

@@ -5,17 +5,21 @@
     intents.classify("請問怎麼申請退貨？")         # -> ("after_sales", 0.903)
     intents.explain("我要投诉").rule_hits         # why: rule hits, nearest examples, every score
 
-Two kinds of evidence, both written by an operator in the TOML file, none learned or downloaded:
+Two kinds of evidence written by an operator in the TOML file, and one learnt at start-up:
 
 * rules: for each intent, plain ``terms`` and regular ``patterns``; a rule that matches scores its
   ``weight`` (a little more for several matches);
 * examples: labelled customer messages. A message is compared with every example by cosine
   similarity of TF-IDF vectors over characters and character pairs (words for Latin script), and its
   ``k`` nearest examples vote, each with its similarity. The vote share of an intent, scaled down
-  when even the nearest example is not similar (``full_strength``), is its neighbour score.
+  when even the nearest example is not similar (``full_strength``), is its neighbour score;
+* meaning (``with_encoder`` / ``semantic_intents``, when the caller injects a sentence encoder): a
+  logistic regression over the vectors of the examples and of labelled real messages
+  (``prompts/intent_model.py``); its probability above ``semantic_floor`` counts ``semantic_weight``.
 
-An intent's score is its rule score plus ``neighbour_weight`` times its neighbour score; the default
-intent scores at least ``default_score``, so weak evidence leaves a message at the default. The
+An intent's score is its rule score plus ``neighbour_weight`` times its neighbour score (plus the
+semantic part); the default intent scores at least ``default_score``, so weak evidence leaves a
+message at the default. The
 confidence is the softmax (``sharpness``) of the scores: high when a rule and the neighbours agree,
 middling when only one of them speaks, low when they disagree or when nothing matches.
 
@@ -28,21 +32,31 @@ file is written in simplified Chinese. This module imports nothing from ``knowle
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import re
 import tomllib
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import opencc
 
 from prompts.errors import NormsFileError, NormsProblem
+from prompts.intent_model import (
+    Encoder,
+    LabelledText,
+    SemanticModel,
+    cached_vectors,
+    default_example_files,
+    fit_logistic,
+)
 from prompts.textnorm import normalize
 
 INTENTS = (
@@ -61,8 +75,9 @@ PACKAGED_INTENT_LANGUAGES: tuple[str, ...] = ("zh",)
 # 用著 -> 用着). ``normalize`` alone folds character by character whenever a character changes width,
 # which loses the phrase (瞭解 after a full-width comma stays 瞭解).
 _TW2SP = opencc.OpenCC("tw2sp")
+log = logging.getLogger(__name__)
 
-_TOP_KEYS = ("language", "default", "order", "classifier", "intents", "focus")
+_TOP_KEYS = ("language", "default", "order", "ignore", "classifier", "intents", "focus")
 _INTENT_KEYS = ("weight", "terms", "patterns", "examples")
 _FOCUS_KEYS = ("ask", "prefer")
 
@@ -87,6 +102,13 @@ class ClassifierSettings:
     default_score: float = 0.3
     #: softmax sharpness turning scores into a confidence
     sharpness: float = 4.0
+    #: weight of the semantic classifier's probability (used only when an encoder is given)
+    semantic_weight: float = 1.0
+    #: inverse L2 regularisation of the semantic classifier's logistic regression
+    semantic_c: float = 16.0
+    #: a semantic probability counts only above this (rescaled to 0..1): an off-topic message, whose
+    #: probabilities are spread thin, stays at the default intent and can be escalated
+    semantic_floor: float = 0.0
 
 
 _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
@@ -96,6 +118,9 @@ _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
     "full_strength": (float, 0.01, 1.0),
     "default_score": (float, 0.0, 1.0),
     "sharpness": (float, 0.1, 50.0),
+    "semantic_weight": (float, 0.0, 10.0),
+    "semantic_c": (float, 0.01, 1000.0),
+    "semantic_floor": (float, 0.0, 0.99),
 }
 
 
@@ -147,6 +172,8 @@ class IntentResult:
     #: neighbour score of each intent among the nearest examples
     neighbour_scores: dict[str, float]
     neighbours: tuple[Neighbour, ...]
+    #: the semantic classifier's probability of each intent (empty without an encoder)
+    semantic_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def rule_hits(self) -> tuple[str, ...]:
@@ -271,6 +298,23 @@ class ExampleIndex:
 
 
 @dataclass(frozen=True)
+class SemanticIntents:
+    """The encoder and the logistic regression fitted on its vectors of the labelled messages."""
+
+    encode: Encoder
+    model: SemanticModel
+    #: how many labelled messages it learnt from, per source (the intents file, each labelled set)
+    sources: dict[str, int]
+    #: the vector of one message, e.g. through the encoder's query cache that retrieval fills too
+    encode_one: Callable[[str], np.ndarray] | None = None
+
+    def probabilities(self, text: str) -> dict[str, float]:
+        vec = self.encode_one(text) if self.encode_one is not None else self.encode([text])[0]
+        p = self.model.probabilities(np.asarray(vec).reshape(1, -1))[0]
+        return {label: float(v) for label, v in zip(self.model.labels, p, strict=True)}
+
+
+@dataclass(frozen=True)
 class IntentRules:
     language: str
     default: str
@@ -279,6 +323,10 @@ class IntentRules:
     focus: tuple[Focus, ...] = ()
     examples: tuple[Example, ...] = ()
     settings: ClassifierSettings = field(default_factory=ClassifierSettings)
+    #: parts of a message removed before matching (order cards the chat widget pastes, ...)
+    ignore: tuple[re.Pattern[str], ...] = ()
+    #: the semantic classifier (``with_encoder``); without it, rules and TF-IDF neighbours alone
+    semantic: SemanticIntents | None = field(default=None, compare=False)
     index: ExampleIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -287,6 +335,48 @@ class IntentRules:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(self.rules)
+
+    def matching_form(self, text: str) -> str:
+        """``fold(text)`` without the ``ignore`` parts: what rules, examples and the encoder see."""
+        folded = fold(text)
+        stripped = folded
+        for p in self.ignore:
+            stripped = p.sub(" ", stripped)
+        # a message that is nothing but ignored parts keeps them: better than classifying nothing
+        return folded if stripped == folded or not stripped.strip() else " ".join(stripped.split())
+
+    def semantic_form(self, text: str) -> str:
+        """What the encoder reads: the message as written (so retrieval's vector of it is reused),
+        or its matching form when ``ignore`` removed something (an order card says nothing)."""
+        form = self.matching_form(text)
+        return text.strip() or text if form == fold(text) else form
+
+    def with_encoder(
+        self,
+        encode: Encoder,
+        extra: Sequence[LabelledText] = (),
+        *,
+        encode_one: Callable[[str], np.ndarray] | None = None,
+        encoder_id: str = "",
+        cache_dir: str | Path | None = None,
+    ) -> IntentRules:
+        """These rules plus a semantic classifier over ``encode`` vectors of the examples and ``extra``.
+
+        The vectors of the examples are computed here, once (or read from ``cache_dir`` when
+        ``encoder_id`` encoded the same texts before); each classification then encodes one message
+        (with ``encode_one`` when given: an encoder's cached single-query path).
+        """
+        known = set(self.order)
+        learnt = [LabelledText(e.text, e.label, "toml") for e in self.examples]
+        learnt += [m for m in extra if m.label in known]
+        texts = [self.semantic_form(m.text) for m in learnt]
+        vectors = cached_vectors(texts, encode, encoder_id, cache_dir)
+        model = fit_logistic(vectors, [m.label for m in learnt], self.order, c=self.settings.semantic_c)
+        sources = dict(Counter(m.source for m in learnt))
+        return replace(self, semantic=SemanticIntents(encode, model, sources, encode_one))
+
+    def without_encoder(self) -> IntentRules:
+        return replace(self, semantic=None)
 
     def focus_terms(self, text: str) -> tuple[str, ...]:
         """Words an answer sentence should contain to answer what the customer asks (price, time, ...)."""
@@ -304,7 +394,7 @@ class IntentRules:
 
     def explain(self, text: str, *, leave_out: bool = False) -> IntentResult:
         """The classification with its evidence; ``leave_out`` ignores an example equal to ``text``."""
-        folded = fold(text)
+        folded = self.matching_form(text)
         s = self.settings
         rule_scores = {label: sc for label in self.order if (sc := self.rules[label].score(folded)) > 0}
         neighbours = self.index.neighbours(folded, s.k, s.min_similarity, leave_out=leave_out)
@@ -315,8 +405,13 @@ class IntentRules:
             for n in neighbours:
                 label = n.example.label
                 neighbour_scores[label] = neighbour_scores.get(label, 0.0) + n.similarity / total * strength
+        semantic_scores = self.semantic.probabilities(self.semantic_form(text)) if self.semantic else {}
         scores = {
-            label: rule_scores.get(label, 0.0) + s.neighbour_weight * neighbour_scores.get(label, 0.0)
+            label: rule_scores.get(label, 0.0)
+            + s.neighbour_weight * neighbour_scores.get(label, 0.0)
+            + s.semantic_weight
+            * max(0.0, semantic_scores.get(label, 0.0) - s.semantic_floor)
+            / (1.0 - s.semantic_floor)
             for label in self.order
         }
         scores[self.default] = max(scores[self.default], s.default_score)
@@ -331,7 +426,39 @@ class IntentRules:
             rule_scores={k: round(v, 4) for k, v in rule_scores.items()},
             neighbour_scores={k: round(v, 4) for k, v in neighbour_scores.items()},
             neighbours=tuple(neighbours),
+            semantic_scores={k: round(v, 4) for k, v in semantic_scores.items() if v >= 0.0001},
         )
+
+
+_SEMANTIC: dict[tuple[int, str, tuple[str, ...]], IntentRules] = {}
+
+
+def semantic_intents(
+    rules: IntentRules,
+    encode: Encoder,
+    *,
+    encode_one: Callable[[str], np.ndarray] | None = None,
+    encoder_id: str = "",
+    cache_dir: str | Path | None = None,
+    exclude: Sequence[str | Path] = (),
+) -> IntentRules:
+    """``rules`` with the semantic classifier learnt from their examples and ``default_example_files``.
+
+    Built once per process for the same rules, encoder and exclusions (an app made twice, the
+    evaluation of several sets): fitting reads the labelled files and encodes or loads their vectors.
+    """
+    key = (id(rules), encoder_id, tuple(sorted(str(p) for p in exclude)))
+    hit = _SEMANTIC.get(key)
+    if hit is not None and hit.semantic is not None and hit.semantic.encode is encode:
+        return hit
+    extra, notes = default_example_files(exclude=exclude)
+    for note in notes:
+        log.info("intents: %s", note)
+    built = rules.with_encoder(
+        encode, extra, encode_one=encode_one, encoder_id=encoder_id, cache_dir=cache_dir
+    )
+    _SEMANTIC[key] = built
+    return built
 
 
 # -- the strict loader ---------------------------------------------------------------------------
@@ -360,6 +487,21 @@ def _string_list(value: Any, *, allow_empty: bool = True) -> bool:
         and (allow_empty or bool(value))
         and all(isinstance(x, str) and x.strip() for x in value)
     )
+
+
+def _compile_patterns(raw: list[Any], key: str, problems: list[NormsProblem]) -> list[re.Pattern[str]]:
+    """Each regex of ``raw`` compiled; a bad one is reported as ``key[i]`` and left out."""
+    compiled = []
+    for i, p in enumerate(raw):
+        try:
+            if not isinstance(p, str) or not p:
+                raise re.error("patterns must be non-empty strings")
+            compiled.append(re.compile(p))
+        except re.error as e:
+            problems.append(
+                _problem(f"{key}[{i}]", f"正则表达式无效：{e}", f"invalid regular expression: {e}")
+            )
+    return compiled
 
 
 def _load_classifier(spec: Any, problems: list[NormsProblem]) -> ClassifierSettings:
@@ -419,22 +561,14 @@ def _load_intent(
         ok = False
         terms = []
     pats = spec.get("patterns", [])
-    compiled = []
     if not isinstance(pats, list):
         problems.append(
             _problem(f"{key}.patterns", "patterns 必须是正则表达式列表", "patterns must be a list of regexes")
         )
         ok, pats = False, []
-    for i, p in enumerate(pats):
-        try:
-            if not isinstance(p, str) or not p:
-                raise re.error("patterns must be non-empty strings")
-            compiled.append(re.compile(p))
-        except re.error as e:
-            problems.append(
-                _problem(f"{key}.patterns[{i}]", f"正则表达式无效：{e}", f"invalid regular expression: {e}")
-            )
-            ok = False
+    before = len(problems)
+    compiled = _compile_patterns(pats, f"{key}.patterns", problems)
+    ok = ok and len(problems) == before
     examples: list[Example] = []
     raw = spec.get("examples", [])
     if not isinstance(raw, list):
@@ -526,6 +660,11 @@ def loads_intents(text: str, *, source: str = "<string>") -> IntentRules:
             )
         )
     settings = _load_classifier(data.get("classifier"), problems)
+    ignore_raw = data.get("ignore", [])
+    if not isinstance(ignore_raw, list):
+        problems.append(_problem("ignore", "ignore 必须是正则表达式列表", "ignore must be a list of regexes"))
+        ignore_raw = []
+    ignore = _compile_patterns(ignore_raw, "ignore", problems)
     focus: list[Focus] = []
     focus_raw = data.get("focus", [])
     if not isinstance(focus_raw, list):
@@ -559,6 +698,7 @@ def loads_intents(text: str, *, source: str = "<string>") -> IntentRules:
         tuple(focus),
         tuple(examples),
         settings,
+        tuple(ignore),
     )
 
 

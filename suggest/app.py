@@ -19,9 +19,9 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from knowledge.errors import ConflictError, ImportFailed, KefuError, NotFoundError, ValidationError
-from knowledge.service import KnowledgeBase
+from knowledge.service import KnowledgeBase, general_encoder
 from prompts import NormsError, load_norms
-from prompts.intents import default_intents, load_intents
+from prompts.intents import default_intents, load_intents, semantic_intents
 from suggest.auth import KeyCache, auth_middleware
 from suggest.clock import Clock, SystemClock
 from suggest.drafting import Drafter
@@ -154,11 +154,24 @@ def create_app(
             knowledge, WorkflowStore(knowledge.store.engine), norms, clock_, settings.workflow
         )
         app.state.workflow = workflow
+        # the intent classifier reads meaning through the shared e5 encoder (rules alone without it)
+        encoder = general_encoder(settings.knowledge)
+        app.state.intents = (
+            intents
+            if encoder is None
+            else semantic_intents(
+                intents,
+                encoder.encode_documents,
+                encode_one=encoder.encode_query,
+                encoder_id=encoder.model_id,
+                cache_dir=settings.knowledge.models_dir / "intents",
+            )
+        )
         app.state.pipeline = SuggestionPipeline(
             knowledge,
             store,
             norms,
-            intents,
+            app.state.intents,
             settings.suggest,
             drafter=make_drafter(settings),
             metrics=metrics_,
