@@ -24,7 +24,7 @@ from litestar.response import Template
 from knowledge.candidates import STATUSES as CANDIDATE_STATUSES
 from knowledge.duplicates import import_snippets
 from knowledge.errors import ImportFailed, ValidationError
-from knowledge.gaps import find_gaps, gap_to_snippet, kb_embedder
+from knowledge.gaps import find_gaps, gap_to_snippet, meaning_embedder
 from knowledge.io import FORMATS, detect_format, parse_snippets, snippet_from_dict
 from knowledge.model import KINDS, STATUSES, SnippetFilter
 from knowledge.service import KnowledgeBase
@@ -364,11 +364,12 @@ class KnowledgeFragments(Controller):
         created = gap_to_snippet(
             kb.store,
             kb.analyzer,
-            kb_embedder(kb.embedder),
+            meaning_embedder(kb.embedder),
             gap_id,
             {"id": data.id.strip(), "question": data.question.strip(), "answer": data.answer.strip()},
             actor=_actor(request),
             days=GAP_DAYS,
+            index=kb.index,
         )
         return self._gaps(request, kb, created=created.id, trigger="kefu:kb-changed")
 
@@ -404,7 +405,14 @@ class KnowledgeFragments(Controller):
         created: str | None = None,
         trigger: str | None = None,
     ) -> Template:
-        found = find_gaps(kb.store, kb.analyzer, kb_embedder(kb.embedder), days=GAP_DAYS, limit=GAPS_SHOWN)
+        found = find_gaps(
+            kb.store,
+            kb.analyzer,
+            meaning_embedder(kb.embedder),
+            days=GAP_DAYS,
+            limit=GAPS_SHOWN,
+            index=kb.index,
+        )
         return render(
             request,
             "fragments/gaps.html",
