@@ -11,6 +11,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tiers run on the tuned static model and the bundled one: e5 on every test's KB and intents would
+# cost about a minute a test server (its examples and KB texts encoded anew in each temporary store).
+# The tests about e5 (tests/test_e5.py, tests/test_intent_semantic.py) ask for it explicitly; a run
+# with KEFU_ENCODER set in the environment keeps that choice.
+os.environ.setdefault("KEFU_ENCODER", "none")
 
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.io import read_snippets

@@ -201,7 +201,9 @@ def test_tune_without_similar_questions_uses_e5_untrained(tmp_path: Path, e5: E5
         tmp_path,
         [snippet("returns", "怎么申请退货", "七天无理由退货"), snippet("invoice", "可以开发票吗", "可以")],
     )
-    settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
+    settings = KnowledgeSettings(
+        database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m", encoder=E5_MODEL
+    )
     try:
         report = run_tune(
             settings, TuneOptions(show_progress=False, force=True), store=store, say=lambda _m: None
@@ -220,7 +222,9 @@ def test_tune_fits_the_e5_share_and_the_kb_searches_with_that_mix(
     tmp_path: Path, e5: E5Embedder, demo_snippets: list[Snippet]
 ) -> None:
     url, store = _kb_store(tmp_path, demo_snippets)
-    settings = KnowledgeSettings(database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m")
+    settings = KnowledgeSettings(
+        database_url=url, index_dir=tmp_path / "i", models_dir=tmp_path / "m", encoder=E5_MODEL
+    )
     try:
         report = run_tune(
             settings, TuneOptions(epochs=2, show_progress=False, force=True), store=store, say=lambda _m: None
