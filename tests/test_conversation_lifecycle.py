@@ -108,8 +108,7 @@ def env(
     demo_snippets: list[Snippet],
     minilm: SentenceTransformerEmbedder,
 ) -> Iterator[WebEnv]:
-    with web_env(tmp_path_factory.mktemp("lifecycle"), demo_snippets, minilm) as e:
-        e.keys["agent2"] = SuggestStore(e.kb.store.engine).create_key("agent", "agent-2")[0]
+    with web_env(tmp_path_factory.mktemp("lifecycle"), demo_snippets, minilm, second_agent=True) as e:
         yield e
 
 

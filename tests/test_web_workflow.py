@@ -15,7 +15,6 @@ import pytest
 
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.model import Snippet
-from suggest.storage import SuggestStore
 from tests.helpers_server import WORKING_HOURS
 from tests.web_env import WebEnv, screenshot, web_env
 
@@ -28,8 +27,7 @@ def env(
     demo_snippets: list[Snippet],
     minilm: SentenceTransformerEmbedder,
 ) -> Iterator[WebEnv]:
-    with web_env(tmp_path_factory.mktemp("web-workflow"), demo_snippets, minilm) as e:
-        e.keys["agent2"] = SuggestStore(e.kb.store.engine).create_key("agent", "agent-2")[0]
+    with web_env(tmp_path_factory.mktemp("web-workflow"), demo_snippets, minilm, second_agent=True) as e:
         yield e
 
 

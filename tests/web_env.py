@@ -49,12 +49,17 @@ class WebEnv:
 
 
 @contextmanager
-def web_env(root: Path, snippets: list[Snippet], embedder: SentenceTransformerEmbedder) -> Iterator[WebEnv]:
+def web_env(
+    root: Path, snippets: list[Snippet], embedder: SentenceTransformerEmbedder, *, second_agent: bool = False
+) -> Iterator[WebEnv]:
+    """A served app on the demo KB with a key per role (``second_agent``: also ``agent2``, a colleague)."""
     ks = KnowledgeSettings(database_url=f"sqlite:///{root / 'kb.db'}", index_dir=root / "index")
     store = Store(ks.database_url)
     store.import_snippets(snippets, actor="test")
     keys_store = SuggestStore(store.engine)
     keys = {role: keys_store.create_key(role, f"{role}-1")[0] for role in ROLES}
+    if second_agent:
+        keys["agent2"] = keys_store.create_key("agent", "agent-2")[0]
     clock = FixedClock(WORKING_HOURS)
     kb = KnowledgeBase(ks, store=store, embedder=embedder)
     try:
