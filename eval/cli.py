@@ -81,6 +81,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("--no-tune", action="store_true", help="with --kb: do not run kefu kb tune first")
     p.add_argument("--threshold", type=float, help="average similarity from which groups merge")
+    p.add_argument(
+        "--without-expected",
+        action="store_true",
+        help="with --kb: remove the snippets the queries expect first (every question a real gap)",
+    )
     p.add_argument("--seed", type=int, default=0)
     _add_vector_cache(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -198,6 +203,7 @@ def _gaps(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=lambda m: print(m, file=sys.stderr),
         vector_cache=None if args.no_vector_cache or not args.kb else _cache_file(args.vector_cache),
+        without_expected=args.without_expected,
     )
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
@@ -205,8 +211,13 @@ def _gaps(args: argparse.Namespace) -> int:
     print(f"similarity: {out['similarity']}")
     print(
         f"{out['questions']} questions ({out['true_pairs']} pairs with the same snippet) -> {out['groups']} groups"
+        f" in {out['seconds']:.1f} s"
     )
-    print(f"pairwise precision {out['precision']:.4f}   recall {out['recall']:.4f}   F1 {out['f1']:.4f}")
+    for name, part in (("all", out), ("tuning half", out["tune"]), ("test half", out["test"])):
+        print(
+            f"{name:>12}: pairwise precision {part['precision']:.4f}   recall {part['recall']:.4f}"
+            f"   F1 {part['f1']:.4f}"
+        )
     return 0
 
 

@@ -4,11 +4,20 @@
 them with :func:`knowledge.gaps.cluster` exactly as the service groups its gaps (the KB's embedder
 and index), and compares the groups with the queries' true snippets: two questions belong together
 when they expect the same snippet. Pairwise precision, recall and F1 over all pairs of questions.
+
+The questions are also split once, by a hash of their expected snippet id, into a tuning half and a
+test half (:func:`half_of`): the grouping's parameters were chosen on the tuning half's score only.
+All questions are grouped together (as the service would); a half's score counts the true pairs
+within it and every grouped pair with a member in it (a pair across the halves is wrong by
+construction: the halves share no snippet). ``without_expected`` removes every snippet the queries
+expect from the KB first: each question is then a real gap (its intent is not in the KB).
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +26,7 @@ from typing import Any
 from eval.retrieval import Query, _import, _settings, _share_vectors, read_queries
 from knowledge.gaps import cluster, meaning_embedder
 from knowledge.io import read_snippets
+from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase, general_encoder
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
@@ -42,8 +52,46 @@ def pair_scores(groups: list[list[int]], labels: list[str]) -> dict[str, Any]:
     }
 
 
+HALVES = ("tune", "test")
+
+
+def half_of(snippet_id: str) -> str:
+    """The half of the questions that expect ``snippet_id``: "tune" or "test" (fixed, by hash)."""
+    return HALVES[hashlib.sha256(snippet_id.encode()).digest()[0] % 2]
+
+
+def half_scores(groups: list[list[int]], labels: list[str], half: str) -> dict[str, Any]:
+    """Pairwise precision / recall / F1 of the questions of one half (see the module docstring)."""
+    inside = [half_of(x) == half for x in labels]
+    true_pairs = sum(
+        n * (n - 1) // 2 for n in Counter(x for x, k in zip(labels, inside, strict=True) if k).values()
+    )
+    pred_pairs = right = 0
+    for g in groups:
+        out = sum(1 for i in g if not inside[i])
+        pred_pairs += len(g) * (len(g) - 1) // 2 - out * (out - 1) // 2
+        right += sum(n * (n - 1) // 2 for n in Counter(labels[i] for i in g if inside[i]).values())
+    p = right / pred_pairs if pred_pairs else 0.0
+    r = right / true_pairs if true_pairs else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(f1, 4),
+        "questions": sum(inside),
+        "true_pairs": true_pairs,
+    }
+
+
+def without_expected_snippets(snippets: list[Snippet], queries: list[Query]) -> list[Snippet]:
+    """``snippets`` but those any of ``queries`` expects: every question becomes a real gap."""
+    expected = {x for q in queries for x in q.expected_ids}
+    return [s for s in snippets if s.id not in expected]
+
+
 def _score(kb: KnowledgeBase, queries: list[Query], threshold: float | None) -> dict[str, Any]:
     embedder = meaning_embedder(kb.embedder)
+    t0 = time.perf_counter()
     groups = cluster(
         [q.query for q in queries],
         kb.analyzer,
@@ -52,7 +100,12 @@ def _score(kb: KnowledgeBase, queries: list[Query], threshold: float | None) -> 
         index=kb.index,
         cache=kb.store,
     )
-    out = pair_scores(groups, [q.expected_ids[0] for q in queries])
+    seconds = time.perf_counter() - t0
+    labels = [q.expected_ids[0] for q in queries]
+    out = pair_scores(groups, labels)
+    for half in HALVES:
+        out[half] = half_scores(groups, labels, half)
+    out["seconds"] = round(seconds, 2)
     out["similarity"] = "tf-idf" if embedder is None else f"meaning: {embedder.model_id}"
     return out
 
@@ -66,11 +119,14 @@ def evaluate_gaps(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     vector_cache: Path | None = None,
+    without_expected: bool = False,
 ) -> dict[str, Any]:
     """Group the queries as gaps against ``kb_path`` loaded into a temporary store (tuned first, as
     ``kefu eval retrieval`` does, unless ``tune`` is off), or, without ``kb_path``, against the
     configured deployment (its KB, model and index as served). ``vector_cache``: a database file
-    keeping the general encoder's vectors between runs (as ``kefu eval retrieval``)."""
+    keeping the general encoder's vectors between runs (as ``kefu eval retrieval``);
+    ``without_expected``: drop the snippets the queries expect from the KB file first (every question
+    a real gap)."""
     say = progress or (lambda _m: None)
     queries = [q for q in read_queries(queries_path) if q.expected_ids]
     if kb_path is None:
@@ -81,6 +137,9 @@ def evaluate_gaps(
         finally:
             kb.close()
     snippets = read_snippets(kb_path)
+    if without_expected:
+        snippets = without_expected_snippets(snippets, queries)
+        say(f"{len(snippets)} snippets left without those the queries expect")
     with tempfile.TemporaryDirectory(prefix="kefu-gaps-") as tmp:
         root = Path(tmp)
         store = _import(root, snippets)

@@ -12,12 +12,20 @@ import httpx
 import numpy as np
 import pytest
 
-from eval.gaps import evaluate_gaps, pair_scores
+from eval.gaps import evaluate_gaps, half_of, half_scores, pair_scores, without_expected_snippets
+from eval.retrieval import Query
 from knowledge.e5 import E5_MODEL
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.encoders import FusedEmbedder
 from knowledge.errors import NotFoundError, ValidationError
-from knowledge.gaps import cluster, find_gaps, gap_to_snippet, meaning_embedder, record_gap_question
+from knowledge.gaps import (
+    cluster,
+    find_gaps,
+    gap_to_snippet,
+    meaning_embedder,
+    record_gap_question,
+    similarity,
+)
 from knowledge.index import KnowledgeIndex
 from knowledge.model import Snippet
 from knowledge.service import KnowledgeBase
@@ -281,3 +289,41 @@ def test_escalated_questions_become_a_gap_and_one_step_makes_a_snippet(api: Api)
     ).json()
     assert answered["escalate"] is False
     assert answered["drafts"][0]["citations"][0]["snippet_id"] == "faq-pickup"
+
+
+def test_a_new_tune_encodes_no_question_again_with_the_general_encoder(store: Store) -> None:
+    general, tuned = MeaningEmbedder(VECTORS), MeaningEmbedder(VECTORS)
+    tuned.model_id = "kb@1"
+    texts = [REFUND_SLOW, JOBS_Q, REFUND_WHERE]
+    first = similarity(texts, Analyzer("wcb"), FusedEmbedder(general, tuned, 0.5), cache=store)
+    assert sorted(general.encoded) == sorted(texts)
+    general.encoded.clear()
+    retuned = MeaningEmbedder(VECTORS)
+    retuned.model_id = "kb@2"
+    again = similarity(texts, Analyzer("wcb"), FusedEmbedder(general, retuned, 0.5), cache=store)
+    # Each part's vectors are cached under its own model: only the new KB model encodes.
+    assert general.encoded == [] and sorted(retuned.encoded) == sorted(texts)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+
+
+def test_half_scores_count_the_pairs_that_touch_a_half() -> None:
+    # Labels a, b: tuning half; e: test half (fixed by hash).
+    assert (half_of("a"), half_of("b"), half_of("e")) == ("tune", "tune", "test")
+    labels = ["a", "a", "b", "b", "e", "e"]
+    groups = [[0, 1, 4], [2], [3, 5]]
+    tune, test = half_scores(groups, labels, "tune"), half_scores(groups, labels, "test")
+    # Tuning half: true pairs (0,1), (2,3); grouped pairs touching it: (0,1), (0,4), (1,4), (3,5).
+    assert (tune["questions"], tune["true_pairs"], tune["precision"], tune["recall"]) == (4, 2, 0.25, 0.5)
+    # Test half: true pair (4,5); grouped pairs touching it: (0,4), (1,4), (3,5), none right.
+    assert (test["questions"], test["true_pairs"], test["precision"], test["f1"]) == (2, 1, 0.0, 0.0)
+    whole = pair_scores(groups, labels)
+    assert (whole["precision"], whole["recall"]) == (0.25, round(1 / 3, 4))
+
+
+def test_without_expected_snippets_leaves_every_question_a_real_gap() -> None:
+    snippets = [
+        Snippet(id=i, question=q, answer="答。", status="published")
+        for i, q in (("faq-pickup", PICKUP[0]), ("faq-jobs", JOBS[0]), ("faq-invoice", "怎么开发票"))
+    ]
+    queries = [Query(PICKUP[1], ("faq-pickup",)), Query(JOBS[1], ("faq-jobs",))]
+    assert [s.id for s in without_expected_snippets(snippets, queries)] == ["faq-invoice"]
