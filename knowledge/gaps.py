@@ -46,8 +46,8 @@ from knowledge.store import Store, writing
 from knowledge.text import Analyzer, normalize
 
 REASONS = ("escalated", "low_confidence")
-#: Average similarity from which two groups merge (chosen on bq-dev queries; still the best of the
-#: candidates on the tuning half of its questions across both settings, docs/benchmarks.md).
+#: Average similarity from which two groups merge (chosen on bq-dev queries; the alternatives measured
+#: since on a held-out half and on real gaps did not beat it on both: docs/benchmarks.md).
 DEFAULT_THRESHOLD = 0.5
 #: The same for TF-IDF alone (no embedder that knows Chinese).
 LEXICAL_THRESHOLD = 0.4
