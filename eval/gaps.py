@@ -6,7 +6,7 @@ and index), and compares the groups with the queries' true snippets: two questio
 when they expect the same snippet. Pairwise precision, recall and F1 over all pairs of questions.
 
 The questions are also split once, by a hash of their expected snippet id, into a tuning half and a
-test half (:func:`half_of`): the grouping's parameters were chosen on the tuning half's score only.
+test half (:func:`half_of`): candidate groupings are compared on the tuning half's score only.
 All questions are grouped together (as the service would); a half's score counts the true pairs
 within it and every grouped pair with a member in it (a pair across the halves is wrong by
 construction: the halves share no snippet). ``without_expected`` removes every snippet the queries
