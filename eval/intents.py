@@ -6,7 +6,8 @@ message a line, ``{"text": str, "intent": str, "route": str | null}`` (default:
 ``prompts/intents_zh.toml``).
 
 ``kefu eval intents --jddc test`` (or ``tune``): the real JD.com customer messages labelled in
-``eval/data/intents_jddc.jsonl`` (session id, turn, intent, split; the text is read from
+``eval/data/intents_jddc.jsonl`` (session id, turn, intent, split; turns labelled after the split are
+marked ``"added": "later"`` and are all on the tuning side; the text is read from
 ``../shared/data/jddc-sample/dialogues.jsonl`` and the measurement is skipped, with a message, when that
 file is absent); routes follow from the intents.
 

