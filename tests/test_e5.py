@@ -63,7 +63,26 @@ def test_e5_coverage_and_threads(e5: E5Embedder) -> None:
     assert load_embedder(E5_MODEL) is e5  # one engine per process
     assert shared_e5(2).threads == 2
     shared_e5(1)
-    assert e5._omp is not None  # the engine's own OpenMP runtime was found, so threads are bounded
+    assert e5._omp.all(), "the engine's own OpenMP runtime was found, so threads are bounded"
+
+
+def test_e5_bounds_threads_on_torchs_openmp_runtime_too(e5: E5Embedder) -> None:
+    """Once torch is loaded, the engine's OpenMP calls can bind to torch's libgomp (loaded
+    globally): the bound must hold there as well, for the call only (torch keeps its setting)."""
+    import torch  # the server's KB model loads it; here only to load its OpenMP runtime
+
+    runtimes = e5._omp.all()
+    assert len(runtimes) >= 2, "torch's libgomp.so.1 is loaded and found"
+    torch_rt = runtimes[-1]
+    torch.set_num_threads(2)
+    before = torch_rt.omp_get_max_threads()
+    seen: list[int] = []
+    with e5._omp.bounded(1):
+        seen = [rt.omp_get_max_threads() for rt in e5._omp.all()]
+    assert seen == [1] * len(seen)
+    assert torch_rt.omp_get_max_threads() == before == 2
+    e5.encode(["请问怎么申请退货"])  # encodes under the bound and leaves torch as it was
+    assert torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize(
