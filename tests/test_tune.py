@@ -17,7 +17,8 @@ from knowledge.retriever import RetrievalConfig
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
-from knowledge.tune_cmd import Probe, TuneOptions, fit_thresholds, read_pairs_file, run_tune
+from knowledge.tune_cmd import Probe, TuneOptions, fit_thresholds, read_pairs_file, run_tune, seen_pairs
+from knowledge.tuning import Pair, pair_key, split_pairs
 
 QUIET = TuneOptions(epochs=2, show_progress=False)
 
@@ -201,3 +202,43 @@ def test_automatic_retuning_after_n_accepted_candidates(tmp_path: Path, demo_sni
         assert kb.auto_tune is not None and not kb.auto_tune.is_alive()  # 3 - 2 < 2: no new run
     finally:
         kb.close()
+
+
+def test_split_holds_out_only_pairs_the_current_model_has_not_seen() -> None:
+    """A re-tune's held-out questions are new pairs (accepted candidates), a snippet's only one too."""
+    old = [Pair(f"旧问法{i}", f"问题{i % 5}", f"s{i % 5}") for i in range(40)]
+    new = [Pair(f"新问法{i}", f"单独问题{i}", f"single{i}") for i in range(40)]
+    seen = frozenset(pair_key(p) for p in old)
+    train, test = split_pairs(old + new, 0.25, 0, seen=seen)
+    assert test and not {pair_key(p) for p in test} & seen
+    assert set(old) <= set(train) and len(train) + len(test) == 80
+    # every held-out pair here is its snippet's only pair: across snippets, not within them
+    assert all(p.snippet_id and p.snippet_id.startswith("single") for p in test)
+    # a first tune (nothing seen) never holds out a snippet's only pair while others have several
+    _, first = split_pairs(old + new, 0.25, 0)
+    assert first and all(p.snippet_id and p.snippet_id.startswith("s") for p in first)
+    # ... and across snippets when every snippet has one (afqmc-dev after accepting candidates)
+    _, single = split_pairs(new, 0.25, 0)
+    assert 0 < len(single) < len(new)
+
+
+def test_tuned_model_stores_its_pairs_and_the_retune_holds_out_only_new_ones(
+    tmp_path: Path, demo_snippets: list[Snippet]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(demo_snippets, actor="t")
+    settings = _settings(url, tmp_path)
+    opts = TuneOptions(epochs=1, show_progress=False, force=True)
+    try:
+        first = run_tune(settings, opts, store=store, say=_quiet)
+        assert first["seen_by_current"] == 0 and first["held_out"] > 0
+        kb = KnowledgeBase(settings, store=store)
+        seen = seen_pairs(kb.embedder)
+        assert len(seen) == first["pairs"]["similar_questions"]  # trained on or held out: all of them
+        kb.close()
+        second = run_tune(settings, opts, store=store, say=_quiet)
+        # nothing new since: the current model has seen every pair, so nothing can be held out fairly
+        assert second["seen_by_current"] == len(seen) and second["held_out"] == 0
+    finally:
+        store.close()
