@@ -57,7 +57,7 @@ E5_RETRIEVAL: dict[str, Any] = {
     "fusion": "weighted",
     "dense_weight": 0.9,
     "second_weight": 0.0,
-    "hub_weight": 0.5,
+    "hub_weight": 0.75,
     "high": 0.9,
     "medium": 0.8439,
 }
