@@ -120,9 +120,10 @@ def test_not_better_keeps_the_model_and_rollback_returns_to_the_previous(
         with pytest.raises(ModelStoreError):
             ModelStore(store, s.models_dir).rollback()
         first = run_tune(s, TuneOptions(epochs=2, show_progress=False, force=True), store=store, say=_quiet)
-        # The same seed trains the same model: it is not better than itself, so nothing switches.
+        # Nothing new since: every pair was seen by the current model, so none can be held out to
+        # compare fairly, and a tune that cannot show it is better does not switch.
         again = run_tune(s, QUIET, store=store, say=_quiet)
-        assert again["new"]["mrr@10"] == again["current"]["mrr@10"] == first["new"]["mrr@10"]
+        assert again["held_out"] == 0 and "new" not in again
         assert again["switched"] is False and store.get_meta(ACTIVE_MODEL_KEY) == first["switched_to"]
         forced = run_tune(
             s, TuneOptions(epochs=2, show_progress=False, force=True, seed=1), store=store, say=_quiet
@@ -242,3 +243,27 @@ def test_tuned_model_stores_its_pairs_and_the_retune_holds_out_only_new_ones(
         assert second["seen_by_current"] == len(seen) and second["held_out"] == 0
     finally:
         store.close()
+
+
+def test_e5_shares_are_compared_on_a_few_fusions_and_the_best_share_on_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tune's cost: every e5 share times 4 fusions, then the whole grid at the best share only."""
+    from knowledge import tune_cmd
+
+    calls: list[tuple[float, int]] = []
+
+    def fake_measure(embedder: object, *_a: object, grid: tuple[object, ...] = (), **_k: object) -> dict:
+        w = float(embedder)  # type: ignore[arg-type]
+        calls.append((w, len(grid)))
+        score = 1 - abs(w - 0.7) + (0.01 if len(grid) == len(tune_cmd.FUSION_GRID) else 0)
+        return {"recall@5": score, "mrr@10": score, "retrieval": {}, "labels": {}}
+
+    monkeypatch.setattr(tune_cmd, "measure", fake_measure)
+    monkeypatch.setattr(tune_cmd, "fuse", lambda _g, _s, w, cache_kb=True: w)
+    best, weight = tune_cmd._best_fusion(object(), object(), [], [], None, [], 0, None)  # type: ignore[arg-type]
+    assert weight == 0.7
+    assert calls[:-1] == [(w, len(tune_cmd.SHARE_GRID)) for w in tune_cmd.E5_WEIGHTS]
+    assert calls[-1] == (0.7, len(tune_cmd.FUSION_GRID))
+    assert set(tune_cmd.SHARE_GRID) <= set(tune_cmd.FUSION_GRID)
+    assert best["mrr@10"] == best["e5_weights"]["0.7"]["mrr@10"] == pytest.approx(1.01)
