@@ -48,7 +48,7 @@ SEARCH_THREADS = 1
 #: takes a search from 0.32 to 0.20 ms and leaves bq-dev's hit@1/hit@5 as they were (docs/benchmarks.md).
 HNSW_EF_SEARCH = 64
 #: Nearest KB texts whose mean similarity measures a text's hubness (``KnowledgeIndex._note_hubs``).
-HUB_NEIGHBOURS = 10
+HUB_NEIGHBOURS = 30
 #: Texts embedded and stored in the database cache at a time.
 EMBED_CHUNK = 1024
 

@@ -42,6 +42,7 @@ from knowledge.tuning import (
     Pair,
     TuneParams,
     kb_pairs,
+    pair_key,
     split_pairs,
     train_static_model,
 )
@@ -64,8 +65,17 @@ FUSION_GRID: tuple[tuple[str, float, float, float], ...] = tuple(
 #: Shares of e5 in its fusion with the new static model tried on the held-out questions (0: the
 #: static model alone). The best (MRR@10, then recall@5) is stored with the model.
 E5_WEIGHTS = (0.0, 0.5, 0.7, 0.85, 0.95)
+#: The fusions each e5 share is first measured with; the whole ``FUSION_GRID`` is then tried with
+#: the best share only (5 x 4 + 24 searches of each held-out question instead of 5 x 24: the tune of
+#: bq-dev took 655-735 s with every share times every fusion, docs/benchmarks.md).
+SHARE_GRID: tuple[tuple[str, float, float, float], ...] = tuple(
+    ("weighted", dw, second, 0.0) for dw in (0.8, 0.9) for second in (0.0, 0.25)
+)
 #: The e5 share when nothing is held out to fit it (``--held-out 0``): what the tune chose on bq-dev.
 DEFAULT_E5_WEIGHT = 0.85
+#: Where a tuned model's metadata keeps the ``pair_key`` of every pair its tune trained on or held
+#: out: the next tune holds out only other pairs, so that its comparison with this model is fair.
+SEEN_PAIRS_KEY = "seen_pairs"
 #: Fewer held-out probes than this: keep the configured confidence thresholds.
 MIN_PROBES_FOR_THRESHOLDS = 30
 #: "high" is the lowest score from which the top hit was right this often on held-out questions.
@@ -128,6 +138,14 @@ def _owner_of_texts(snippets: Sequence[Snippet]) -> dict[str, str]:
         for _, text in s.texts():
             owner.setdefault(normalize(text), s.id)
     return owner
+
+
+def seen_pairs(embedder: Embedder) -> frozenset[str]:
+    """The ``pair_key`` of the pairs the model ``embedder`` searches with was trained or fitted on
+    (empty for a model tuned before they were stored, or for no tuned model)."""
+    meta: Any = getattr(embedder, "kb_meta", None) or {}
+    keys = meta.get(SEEN_PAIRS_KEY) if isinstance(meta, dict) else None
+    return frozenset(str(k) for k in keys) if isinstance(keys, list) else frozenset()
 
 
 # -- held-out measurement ----------------------------------------------------------------------------
@@ -242,20 +260,21 @@ def measure(
     fit: bool = False,
     seed: int = 0,
     cache: Store | None = None,
+    grid: Sequence[tuple[str, float, float, float]] = FUSION_GRID,
 ) -> dict[str, Any]:
-    """Held-out figures of ``embedder`` with ``config`` (or, with ``fit``, the best fusion of the grid
+    """Held-out figures of ``embedder`` with ``config`` (or, with ``fit``, the best fusion of ``grid``
     and fitted thresholds). Each held-out question is removed from the index before it is searched."""
     analyzer = Analyzer(settings.analyzer, terms)
     index = KnowledgeIndex(embedder, analyzer, answer_weight=settings.retrieval.answer_weight)
     index.build_from(_visible(snippets, test), cache=cache)
     base = config or settings.retrieval
-    grid = (
-        [replace(base, fusion=f, dense_weight=w, second_weight=b, hub_weight=h) for f, w, b, h in FUSION_GRID]
+    configs = (
+        [replace(base, fusion=f, dense_weight=w, second_weight=b, hub_weight=h) for f, w, b, h in grid]
         if fit
         else [base]
     )
     scored = []
-    for cfg in grid:
+    for cfg in configs:
         probes = _probes(HybridRetriever(index, cfg), test, True)
         scored.append((_figures(probes), cfg, probes))
     figures, cfg, probes = max(scored, key=lambda x: (x[0]["mrr@10"], x[0]["recall@5"]))
@@ -291,19 +310,26 @@ def _best_fusion(
     if general is None:
         return measure(static, snippets, test, settings, terms, fit=True, seed=seed), None
     tried: list[tuple[dict[str, Any], float]] = []
-    for w in E5_WEIGHTS:
+
+    def at_share(w: float, grid: Sequence[tuple[str, float, float, float]]) -> dict[str, Any]:
         embedder = fuse(general, static, w, cache_kb=False)
         assert embedder is not None
         # e5's vectors come from the store's cache; the new static model's are not stored yet
         cache = None if embedder is static else store
-        figures = measure(embedder, snippets, test, settings, terms, fit=True, seed=seed, cache=cache)
-        tried.append((figures, w))
-    best, weight = max(tried, key=lambda x: (x[0]["mrr@10"], x[0]["recall@5"]))
-    best = {
-        **best,
-        "e5_weights": {str(w): {"recall@5": f["recall@5"], "mrr@10": f["mrr@10"]} for f, w in tried},
-    }
-    return best, weight
+        return measure(embedder, snippets, test, settings, terms, fit=True, seed=seed, cache=cache, grid=grid)
+
+    for w in E5_WEIGHTS:
+        tried.append((at_share(w, SHARE_GRID), w))
+
+    def key(x: tuple[dict[str, Any], float]) -> tuple[float, float]:
+        return (x[0]["mrr@10"], x[0]["recall@5"])
+
+    best, weight = max(tried, key=key)
+    # the whole grid at the best share (it contains ``SHARE_GRID``: never worse than the first pass)
+    best = max([best, at_share(weight, FUSION_GRID)], key=lambda f: (f["mrr@10"], f["recall@5"]))
+    shares = {str(w): {"recall@5": f["recall@5"], "mrr@10": f["mrr@10"]} for f, w in tried}
+    shares[str(weight)] = {"recall@5": best["recall@5"], "mrr@10": best["mrr@10"]}
+    return {**best, "e5_weights": shares}, weight
 
 
 # -- the command -------------------------------------------------------------------------------------
@@ -335,7 +361,9 @@ def run_tune(
         extra = read_pairs_file(opts.pairs_file) if opts.pairs_file else []
         owner = _owner_of_texts(snippets)
         extra = [replace(p, snippet_id=owner.get(normalize(p.positive))) for p in extra]
-        train, test = split_pairs(kb, opts.held_out, opts.seed)
+        current_embedder = active_model(store, settings)
+        seen = seen_pairs(current_embedder)
+        train, test = split_pairs(kb, opts.held_out, opts.seed, seen=seen)
         train = train + approved + extra
         say(
             f"训练样本 pairs: {len(kb)} from similar questions ({len(test)} held out), "
@@ -345,6 +373,8 @@ def run_tune(
         report: dict[str, Any] = {
             "pairs": {"similar_questions": len(kb), "approved": len(approved), "file": len(extra)},
             "held_out": len(test),
+            # pairs the current model was trained or fitted on: never held out (leakage-free)
+            "seen_by_current": len(seen),
         }
         if len(train) < MIN_PAIRS and general is not None:
             # The usual first import of a company FAQ: nothing to train a KB model on. e5 needs no
@@ -383,7 +413,6 @@ def run_tune(
             )
             report["train_seconds"] = round(time.perf_counter() - started, 1)
             static = SentenceTransformerEmbedder(str(path))
-            current_embedder = active_model(store, settings)
             weight: float | None = None
             if test:
                 if isinstance(general, E5Embedder):
@@ -417,7 +446,12 @@ def run_tune(
             meta_file = path / KEFU_MODEL_FILE
             meta = json.loads(meta_file.read_text("utf-8"))
             meta.update(
-                {"id": model_id, "held_out": report.get("new"), "current_at_tune": report.get("current")}
+                {
+                    "id": model_id,
+                    "held_out": report.get("new"),
+                    "current_at_tune": report.get("current"),
+                    SEEN_PAIRS_KEY: sorted(seen | {pair_key(p) for p in [*train, *test]}),
+                }
             )
             if retrieval is not None:
                 meta["retrieval"] = retrieval

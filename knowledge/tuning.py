@@ -10,6 +10,7 @@ CPU cores and beats BM25 alone on real customer-service questions (docs/benchmar
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import random
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from knowledge.embedding import KEFU_MODEL_FILE
 from knowledge.errors import KefuError
 from knowledge.model import Snippet
-from knowledge.text import Analyzer
+from knowledge.text import Analyzer, normalize
 
 MIN_PAIRS = 8
 
@@ -69,17 +70,43 @@ def kb_pairs(snippets: Sequence[Snippet], *, siblings: bool = False) -> list[Pai
     return out
 
 
-def split_pairs(pairs: Sequence[Pair], held_out: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Hold out a share of the pairs, never a snippet's only pair (its question must stay learnable)."""
+def pair_key(p: Pair) -> str:
+    """A short, stable hash of a pair (its snippet, anchor and positive, normalised): what a tuned
+    model stores of the pairs it was trained and fitted on (``SEEN_PAIRS_KEY`` in its metadata)."""
+    raw = "\x00".join((p.snippet_id or "", normalize(p.anchor), normalize(p.positive)))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+
+
+def split_pairs(
+    pairs: Sequence[Pair], held_out: float, seed: int, *, seen: frozenset[str] | set[str] = frozenset()
+) -> tuple[list[Pair], list[Pair]]:
+    """Hold out a share of the pairs for measuring, never one in ``seen`` (the ``pair_key`` of the
+    pairs the current model was trained or fitted on: holding those out would favour it).
+
+    A first tune (nothing seen) never holds out a snippet's only pair (its question must stay
+    learnable), unless every snippet has only one (then a share of them is held out). A re-tune holds out a share of the new pairs only (in practice: the candidates accepted
+    since), a snippet's only new pair included: on a KB whose snippets have one similar question
+    each (afqmc-dev after its candidates were accepted) the held-out questions must come from across
+    snippets, not from within them."""
     rng = random.Random(seed)
     by_snippet: dict[str | None, list[Pair]] = {}
     for p in pairs:
         by_snippet.setdefault(p.snippet_id, []).append(p)
+    if not seen and all(len(g) == 1 for g in by_snippet.values()):
+        # One similar question per snippet: within snippets there is nothing to hold out.
+        seen = frozenset({""})
     train: list[Pair] = []
     test: list[Pair] = []
     for sid in sorted(by_snippet, key=str):
         group = list(by_snippet[sid])
         rng.shuffle(group)
+        if seen:
+            new = [p for p in group if pair_key(p) not in seen]
+            old = [p for p in group if pair_key(p) in seen]
+            n_test = min(int(len(new) * held_out + rng.random()), len(new)) if sid is not None else 0
+            test.extend(new[:n_test])
+            train.extend(new[n_test:] + old)
+            continue
         n_test = int(len(group) * held_out + rng.random()) if len(group) > 1 else 0
         n_test = min(n_test, len(group) - 1)
         test.extend(group[:n_test])

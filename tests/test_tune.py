@@ -17,7 +17,8 @@ from knowledge.retriever import RetrievalConfig
 from knowledge.service import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import Store
-from knowledge.tune_cmd import Probe, TuneOptions, fit_thresholds, read_pairs_file, run_tune
+from knowledge.tune_cmd import Probe, TuneOptions, fit_thresholds, read_pairs_file, run_tune, seen_pairs
+from knowledge.tuning import Pair, pair_key, split_pairs
 
 QUIET = TuneOptions(epochs=2, show_progress=False)
 
@@ -119,9 +120,10 @@ def test_not_better_keeps_the_model_and_rollback_returns_to_the_previous(
         with pytest.raises(ModelStoreError):
             ModelStore(store, s.models_dir).rollback()
         first = run_tune(s, TuneOptions(epochs=2, show_progress=False, force=True), store=store, say=_quiet)
-        # The same seed trains the same model: it is not better than itself, so nothing switches.
+        # Nothing new since: every pair was seen by the current model, so none can be held out to
+        # compare fairly, and a tune that cannot show it is better does not switch.
         again = run_tune(s, QUIET, store=store, say=_quiet)
-        assert again["new"]["mrr@10"] == again["current"]["mrr@10"] == first["new"]["mrr@10"]
+        assert again["held_out"] == 0 and "new" not in again
         assert again["switched"] is False and store.get_meta(ACTIVE_MODEL_KEY) == first["switched_to"]
         forced = run_tune(
             s, TuneOptions(epochs=2, show_progress=False, force=True, seed=1), store=store, say=_quiet
@@ -201,3 +203,67 @@ def test_automatic_retuning_after_n_accepted_candidates(tmp_path: Path, demo_sni
         assert kb.auto_tune is not None and not kb.auto_tune.is_alive()  # 3 - 2 < 2: no new run
     finally:
         kb.close()
+
+
+def test_split_holds_out_only_pairs_the_current_model_has_not_seen() -> None:
+    """A re-tune's held-out questions are new pairs (accepted candidates), a snippet's only one too."""
+    old = [Pair(f"旧问法{i}", f"问题{i % 5}", f"s{i % 5}") for i in range(40)]
+    new = [Pair(f"新问法{i}", f"单独问题{i}", f"single{i}") for i in range(40)]
+    seen = frozenset(pair_key(p) for p in old)
+    train, test = split_pairs(old + new, 0.25, 0, seen=seen)
+    assert test and not {pair_key(p) for p in test} & seen
+    assert set(old) <= set(train) and len(train) + len(test) == 80
+    # every held-out pair here is its snippet's only pair: across snippets, not within them
+    assert all(p.snippet_id and p.snippet_id.startswith("single") for p in test)
+    # a first tune (nothing seen) never holds out a snippet's only pair while others have several
+    _, first = split_pairs(old + new, 0.25, 0)
+    assert first and all(p.snippet_id and p.snippet_id.startswith("s") for p in first)
+    # ... and across snippets when every snippet has one (afqmc-dev after accepting candidates)
+    _, single = split_pairs(new, 0.25, 0)
+    assert 0 < len(single) < len(new)
+
+
+def test_tuned_model_stores_its_pairs_and_the_retune_holds_out_only_new_ones(
+    tmp_path: Path, demo_snippets: list[Snippet]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.db'}"
+    store = Store(url)
+    store.import_snippets(demo_snippets, actor="t")
+    settings = _settings(url, tmp_path)
+    opts = TuneOptions(epochs=1, show_progress=False, force=True)
+    try:
+        first = run_tune(settings, opts, store=store, say=_quiet)
+        assert first["seen_by_current"] == 0 and first["held_out"] > 0
+        kb = KnowledgeBase(settings, store=store)
+        seen = seen_pairs(kb.embedder)
+        assert len(seen) == first["pairs"]["similar_questions"]  # trained on or held out: all of them
+        kb.close()
+        second = run_tune(settings, opts, store=store, say=_quiet)
+        # nothing new since: the current model has seen every pair, so nothing can be held out fairly
+        assert second["seen_by_current"] == len(seen) and second["held_out"] == 0
+    finally:
+        store.close()
+
+
+def test_e5_shares_are_compared_on_a_few_fusions_and_the_best_share_on_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tune's cost: every e5 share times 4 fusions, then the whole grid at the best share only."""
+    from knowledge import tune_cmd
+
+    calls: list[tuple[float, int]] = []
+
+    def fake_measure(embedder: object, *_a: object, grid: tuple[object, ...] = (), **_k: object) -> dict:
+        w = float(embedder)  # type: ignore[arg-type]
+        calls.append((w, len(grid)))
+        score = 1 - abs(w - 0.7) + (0.01 if len(grid) == len(tune_cmd.FUSION_GRID) else 0)
+        return {"recall@5": score, "mrr@10": score, "retrieval": {}, "labels": {}}
+
+    monkeypatch.setattr(tune_cmd, "measure", fake_measure)
+    monkeypatch.setattr(tune_cmd, "fuse", lambda _g, _s, w, cache_kb=True: w)
+    best, weight = tune_cmd._best_fusion(object(), object(), [], [], None, [], 0, None)  # type: ignore[arg-type]
+    assert weight == 0.7
+    assert calls[:-1] == [(w, len(tune_cmd.SHARE_GRID)) for w in tune_cmd.E5_WEIGHTS]
+    assert calls[-1] == (0.7, len(tune_cmd.FUSION_GRID))
+    assert set(tune_cmd.SHARE_GRID) <= set(tune_cmd.FUSION_GRID)
+    assert best["mrr@10"] == best["e5_weights"]["0.7"]["mrr@10"] == pytest.approx(1.01)
