@@ -39,17 +39,19 @@ def pair_scores(groups: list[list[int]], labels: list[str]) -> dict[str, Any]:
     true_pairs = sum(n * (n - 1) // 2 for n in Counter(labels).values())
     pred_pairs = sum(len(g) * (len(g) - 1) // 2 for g in groups)
     right = sum(n * (n - 1) // 2 for g in groups for n in Counter(labels[i] for i in g).values())
-    p = right / pred_pairs if pred_pairs else 0.0
-    r = right / true_pairs if true_pairs else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
     return {
-        "precision": round(p, 4),
-        "recall": round(r, 4),
-        "f1": round(f1, 4),
+        **_prf(right, pred_pairs, true_pairs),
         "groups": len(groups),
         "questions": len(labels),
         "true_pairs": true_pairs,
     }
+
+
+def _prf(right: int, pred_pairs: int, true_pairs: int) -> dict[str, float]:
+    p = right / pred_pairs if pred_pairs else 0.0
+    r = right / true_pairs if true_pairs else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
 
 
 HALVES = ("tune", "test")
@@ -71,16 +73,7 @@ def half_scores(groups: list[list[int]], labels: list[str], half: str) -> dict[s
         out = sum(1 for i in g if not inside[i])
         pred_pairs += len(g) * (len(g) - 1) // 2 - out * (out - 1) // 2
         right += sum(n * (n - 1) // 2 for n in Counter(labels[i] for i in g if inside[i]).values())
-    p = right / pred_pairs if pred_pairs else 0.0
-    r = right / true_pairs if true_pairs else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {
-        "precision": round(p, 4),
-        "recall": round(r, 4),
-        "f1": round(f1, 4),
-        "questions": sum(inside),
-        "true_pairs": true_pairs,
-    }
+    return {**_prf(right, pred_pairs, true_pairs), "questions": sum(inside), "true_pairs": true_pairs}
 
 
 def without_expected_snippets(snippets: list[Snippet], queries: list[Query]) -> list[Snippet]:
