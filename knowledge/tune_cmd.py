@@ -277,7 +277,7 @@ def measure(
     for cfg in configs:
         probes = _probes(HybridRetriever(index, cfg), test, True)
         scored.append((_figures(probes), cfg, probes))
-    figures, cfg, probes = max(scored, key=lambda x: (x[0]["mrr@10"], x[0]["recall@5"]))
+    figures, cfg, probes = max(scored, key=lambda x: _rank(x[0]))
     # Unanswerable questions: half of the held-out snippets removed from the index altogether.
     owners = sorted({p.snippet_id for p in test if p.snippet_id})
     dropped = set(random.Random(seed).sample(owners, len(owners) // 2)) if owners else set()
@@ -293,6 +293,11 @@ def measure(
         "retrieval": cfg.tuned(),
         "labels": _label_report(probes, cfg),
     }
+
+
+def _rank(figures: dict[str, Any]) -> tuple[float, float]:
+    """How held-out figures are compared when choosing: MRR@10, then recall@5."""
+    return (figures["mrr@10"], figures["recall@5"])
 
 
 def _best_fusion(
@@ -321,12 +326,9 @@ def _best_fusion(
     for w in E5_WEIGHTS:
         tried.append((at_share(w, SHARE_GRID), w))
 
-    def key(x: tuple[dict[str, Any], float]) -> tuple[float, float]:
-        return (x[0]["mrr@10"], x[0]["recall@5"])
-
-    best, weight = max(tried, key=key)
+    best, weight = max(tried, key=lambda x: _rank(x[0]))
     # the whole grid at the best share (it contains ``SHARE_GRID``: never worse than the first pass)
-    best = max([best, at_share(weight, FUSION_GRID)], key=lambda f: (f["mrr@10"], f["recall@5"]))
+    best = max([best, at_share(weight, FUSION_GRID)], key=_rank)
     shares = {str(w): {"recall@5": f["recall@5"], "mrr@10": f["mrr@10"]} for f, w in tried}
     shares[str(weight)] = {"recall@5": best["recall@5"], "mrr@10": best["mrr@10"]}
     return {**best, "e5_weights": shares}, weight
