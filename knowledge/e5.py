@@ -23,6 +23,7 @@ import glob
 import hashlib
 import os
 import platform
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -130,13 +131,18 @@ class _OmpRuntimes:
         self._own = [own] if own is not None else []
         self._shared: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._modules_seen = -1  # how many modules were imported when the shared names were last looked up
 
     def all(self) -> list[Any]:
-        if len(self._shared) < len(_SHARED_OMP_NAMES):
+        # A runtime arrives with a package's import (torch, ...): look again only after new imports,
+        # not at every call (a lookup that finds nothing raises and is caught: about 55 us).
+        modules = len(sys.modules)
+        if len(self._shared) < len(_SHARED_OMP_NAMES) and modules != self._modules_seen:
             with self._lock:
                 for name in _SHARED_OMP_NAMES:
                     if name not in self._shared and (lib := _omp_lib(name, only_if_loaded=True)):
                         self._shared[name] = lib
+                self._modules_seen = modules
         return self._own + list(self._shared.values())
 
     @contextmanager
