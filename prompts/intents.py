@@ -341,9 +341,9 @@ class SemanticIntents:
         vec = self.encode_one(text) if self.encode_one is not None else self.encode([text])[0]
         return np.asarray(vec).reshape(1, -1)
 
-    def probabilities(self, text: str, vector: np.ndarray | None = None) -> dict[str, float]:
-        vec = self.vector(text) if vector is None else vector
-        p = self.model.probabilities(vec)[0]
+    def probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        """Each intent's probability for a message's ``vector`` (from :meth:`vector`)."""
+        p = self.model.probabilities(vector)[0]
         return {label: float(v) for label, v in zip(self.model.labels, p, strict=True)}
 
     def complaint_probability(self, vector: np.ndarray, rule: float, vote: float) -> float | None:
@@ -464,7 +464,7 @@ class IntentRules:
         s = self.settings
         rule_scores, neighbour_scores, neighbours = self._evidence(folded, leave_out=leave_out)
         vector = self.semantic.vector(self.semantic_form(text)) if self.semantic else None
-        semantic_scores = self.semantic.probabilities("", vector) if self.semantic else {}
+        semantic_scores = self.semantic.probabilities(vector) if self.semantic and vector is not None else {}
         scores = {
             label: rule_scores.get(label, 0.0)
             + s.neighbour_weight * neighbour_scores.get(label, 0.0)
@@ -477,7 +477,7 @@ class IntentRules:
         # highest score; ties go to the intent listed first in ``order``
         label = max(self.order, key=lambda lb: (scores[lb], -self.order.index(lb)))
         complaint = None
-        if self.semantic is not None and vector is not None and s.complaint_threshold > 0:
+        if self.semantic and vector is not None and s.complaint_threshold > 0:
             complaint = self.semantic.complaint_probability(
                 vector, rule_scores.get("complaint", 0.0), neighbour_scores.get("complaint", 0.0)
             )
