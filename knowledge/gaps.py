@@ -39,7 +39,7 @@ from knowledge.e5 import E5Embedder
 from knowledge.embedding import Embedder
 from knowledge.encoders import FusedEmbedder
 from knowledge.errors import NotFoundError, ValidationError
-from knowledge.index import KnowledgeIndex, embed_cached
+from knowledge.index import KnowledgeIndex, embed_cached_parts
 from knowledge.io import snippet_from_dict
 from knowledge.model import MAX_QUESTION_CHARS, MAX_SIMILAR, Snippet
 from knowledge.store import Store, writing
@@ -213,20 +213,6 @@ def _neighbourhoods(index: KnowledgeIndex, vectors: np.ndarray) -> tuple[np.ndar
     return np.asarray(out / np.where(norms > 0, norms, 1), dtype=np.float32), closest
 
 
-def _embedded(embedder: Embedder, cache: Store | None, texts: list[str]) -> np.ndarray:
-    """Vectors of ``texts`` through the store's cache; a fused embedder part by part, as the index
-    caches them (after a new tune of the KB model, no question is encoded again with e5)."""
-    parts = getattr(embedder, "parts", None)
-    combine = getattr(embedder, "combine", None)
-    if parts and combine is not None:
-        keep = getattr(embedder, "cached", (True,) * len(parts))
-        vectors = [
-            embed_cached(p, cache if k else None, texts)[0] for (p, _), k in zip(parts, keep, strict=True)
-        ]
-        return np.asarray(combine(vectors), dtype=np.float32)
-    return embed_cached(embedder, cache, texts)[0]
-
-
 def similarity(
     texts: list[str],
     analyzer: Analyzer,
@@ -240,7 +226,7 @@ def similarity(
     ``cache``: a store whose embedding cache is used and extended."""
     if embedder is None:
         return _tfidf_similarity([analyzer.tokens(x) for x in texts])
-    vecs = _embedded(embedder, cache, list(texts))
+    vecs, _ = embed_cached_parts(embedder, cache, list(texts))
     floor = float(getattr(embedder, "similarity_floor", 0.0))
     direct = np.clip((vecs @ vecs.T - floor) / (1 - floor), 0.0, 1.0)
     if index is None or index.embedder is not embedder or not index.dense.ntotal:

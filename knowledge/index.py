@@ -222,6 +222,24 @@ def embed_cached(
     return np.stack([vectors[k] for k in keys]).astype(np.float32), len(missing)
 
 
+def embed_cached_parts(
+    embedder: Embedder, store: Store | None, texts: list[str], progress: bool = False
+) -> tuple[np.ndarray, int]:
+    """:func:`embed_cached`, with a fused embedder (``encoders.FusedEmbedder``) cached part by part:
+    a new tune of the KB model re-embeds nothing with the general encoder. Also how many texts were
+    newly embedded (by the part that embedded most)."""
+    parts = getattr(embedder, "parts", None)
+    if not parts:
+        return embed_cached(embedder, store, texts, progress)
+    cached = getattr(embedder, "cached", (True,) * len(parts))
+    counted = [
+        embed_cached(p, store if keep else None, texts, progress)
+        for (p, _), keep in zip(parts, cached, strict=True)
+    ]
+    vectors = embedder.combine([v for v, _ in counted])  # type: ignore[attr-defined]
+    return np.asarray(vectors, dtype=np.float32), max(n for _, n in counted)
+
+
 def sorted_union(*parts: np.ndarray) -> np.ndarray:
     """The union of int arrays, sorted, as int64 (np.union1d hashes, which costs more on a few
     thousand ids; a boolean mask over every row costs a pass over the whole index)."""
@@ -616,16 +634,9 @@ class KnowledgeIndex:
         model re-embeds nothing with the general encoder."""
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        parts = getattr(self.embedder, "parts", None)
-        if parts:
-            cached = getattr(self.embedder, "cached", (True,) * len(parts))
-            counted = [
-                embed_cached(p, store if keep else None, [t.text for t in texts], progress)
-                for (p, _), keep in zip(parts, cached, strict=True)
-            ]
-            self.embedded_last = max(n for _, n in counted)
-            return np.asarray(self.embedder.combine([v for v, _ in counted]), dtype=np.float32)  # type: ignore[attr-defined]
-        vectors, self.embedded_last = embed_cached(self.embedder, store, [t.text for t in texts], progress)
+        vectors, self.embedded_last = embed_cached_parts(
+            self.embedder, store, [t.text for t in texts], progress
+        )
         return vectors
 
     def build(self, store: Store, *, progress: bool = False) -> None:
