@@ -84,25 +84,26 @@ def split_pairs(
     pairs the current model was trained or fitted on: holding those out would favour it).
 
     A first tune (nothing seen) never holds out a snippet's only pair (its question must stay
-    learnable), unless every snippet has only one (then a share of them is held out). A re-tune holds out a share of the new pairs only (in practice: the candidates accepted
-    since), a snippet's only new pair included: on a KB whose snippets have one similar question
+    learnable), unless every snippet has only one (then a share of them is held out). A re-tune
+    holds out a share of the new pairs only (in practice: the candidates accepted since), a
+    snippet's only new pair included: on a KB whose snippets have one similar question
     each (afqmc-dev after its candidates were accepted) the held-out questions must come from across
     snippets, not from within them."""
     rng = random.Random(seed)
     by_snippet: dict[str | None, list[Pair]] = {}
     for p in pairs:
         by_snippet.setdefault(p.snippet_id, []).append(p)
-    if not seen and all(len(g) == 1 for g in by_snippet.values()):
-        # One similar question per snippet: within snippets there is nothing to hold out.
-        seen = frozenset({""})
+    # One similar question per snippet: within snippets there is nothing to hold out, so across them.
+    across = bool(seen) or all(len(g) == 1 for g in by_snippet.values())
     train: list[Pair] = []
     test: list[Pair] = []
     for sid in sorted(by_snippet, key=str):
         group = list(by_snippet[sid])
         rng.shuffle(group)
-        if seen:
-            new = [p for p in group if pair_key(p) not in seen]
-            old = [p for p in group if pair_key(p) in seen]
+        if across:
+            known = [pair_key(p) in seen for p in group]
+            new = [p for p, k in zip(group, known, strict=True) if not k]
+            old = [p for p, k in zip(group, known, strict=True) if k]
             n_test = min(int(len(new) * held_out + rng.random()), len(new)) if sid is not None else 0
             test.extend(new[:n_test])
             train.extend(new[n_test:] + old)
